@@ -1,0 +1,882 @@
+"""The engine: many pagination streams at once, paced, through bounded queues.
+
+::
+
+    streams ─► runnable queue ─► N fetch workers ─► pacer ─► aiobotocore
+                    ▲   (one page per turn)    │
+                    └── stream goes back ◄─────┤
+                                               ▼
+                         bounded page queue (pages and bytes)
+                                               ▼
+                        consumers / ``pages()`` ─► ack ─► committed position
+
+* **Workers, not a task per stream.** ``concurrency`` workers take a stream
+  from the runnable queue, fetch exactly one page, hand it on and put the
+  stream back at the end of the queue. That caps requests in flight, keeps a
+  stream's pages sequential (a stream is in at most one worker), and is fair:
+  with ten thousand streams and 64 slots every stream gets its turn in
+  round-robin order. A thousand streams cost a thousand small records, not a
+  thousand tasks.
+* **Backpressure.** A page waits for room in the page queue (``queue_pages``)
+  *and* in the byte budget (``queue_bytes``) before it is queued, so the
+  workers stop fetching when consumers fall behind; memory depends on the
+  queue size and the page size, not on the size of the listing.
+* **Acknowledgement.** A page is acknowledged when its consumer returns (or,
+  in ``pages()``, when the caller asks for the next page). A stream's
+  committed position advances only over an unbroken run of acknowledged
+  pages, so a checkpoint taken at any moment never skips a page that some
+  slow consumer still holds.
+* **Work stealing.** When workers would go idle (fewer runnable streams than
+  workers), a splittable cursor (an S3 key-range shard) gives away the upper
+  part of its remaining range as a new stream.
+* **Errors.** By default the first stream that fails for good cancels the
+  run, which raises one :class:`StreamFailedError` naming the stream and its
+  last committed position. With ``on_error="continue"`` the others finish and
+  the report lists every failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncpager._clock import Clock, SystemClock
+from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
+from asyncpager.pacing import Pacer, RateLimit
+from asyncpager.retry import Failure, RetryPolicy, translate
+from asyncpager.streams import Cursor, OperationCursor, Stream
+
+__all__ = [
+    "CursorFactory",
+    "Fetcher",
+    "PageFlow",
+    "RunReport",
+    "Stats",
+    "StreamStats",
+]
+
+Page = dict[str, Any]
+CursorFactory = Callable[..., Cursor]
+Consume = Callable[[Stream, Page], Awaitable[None]]
+
+#: Cursor factories by ``Stream.kind``; planners register theirs.
+_CURSOR_KINDS: dict[str, CursorFactory] = {"operation": OperationCursor}
+
+
+def register_cursor(kind: str, factory: CursorFactory) -> None:
+    """Make ``Stream(kind=kind)`` walk with ``factory(stream, client, hooks=,
+    retry=, clock=)``."""
+    _CURSOR_KINDS[kind] = factory
+
+
+@dataclass
+class StreamStats:
+    """Figures of one stream."""
+
+    stream: Stream
+    pages: int = 0
+    items: int = 0
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    status: Literal["waiting", "running", "done", "failed", "cancelled"] = "waiting"
+    error: AsyncPagerError | None = None
+    #: Where a new run would resume: the stream at its committed position.
+    committed: Stream | None = None
+
+
+@dataclass
+class Stats:
+    """Live and final figures of a run (the progress display reads these)."""
+
+    started: float = 0.0
+    elapsed: float = 0.0
+    streams_total: int = 0
+    streams_done: int = 0
+    streams_failed: int = 0
+    pages: int = 0
+    items: int = 0
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    waited_on_buckets: float = 0.0
+    queue_depth: int = 0
+    queue_bytes: int = 0
+    peak_queue_depth: int = 0
+    splits: int = 0
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items()}
+        out["pages_per_second"] = round(self.pages_per_second, 3)
+        out["items_per_second"] = round(self.items_per_second, 3)
+        return out
+
+
+@dataclass
+class RunReport:
+    """What a run did: totals, each stream's figures, and the failures."""
+
+    stats: Stats
+    streams: list[StreamStats]
+    failures: list[StreamStats] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def resume_streams(self) -> list[Stream]:
+        """The streams that would finish the work: every stream not done, at
+        its committed position."""
+        return [
+            s.committed or s.stream
+            for s in self.streams
+            if s.status != "done" and (s.committed or s.stream) is not None
+        ]
+
+
+class _ByteBudget:
+    """A semaphore counted in bytes. A page larger than the whole budget is let
+    through alone, so one huge page cannot wedge the run."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[tuple[int, anyio.Event]] = deque()
+
+    async def acquire(self, amount: int) -> None:
+        if not self._waiters and (self.used == 0 or self.used + amount <= self.limit):
+            self.used += amount
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        entry = (amount, event)
+        self._waiters.append(entry)
+        try:
+            await event.wait()
+        except BaseException:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+            elif event.is_set():
+                # Granted while being cancelled: give it back.
+                self.release(amount)
+            raise
+
+    def release(self, amount: int) -> None:
+        self.used -= amount
+        while self._waiters:
+            amount_next, event = self._waiters[0]
+            if self.used == 0 or self.used + amount_next <= self.limit:
+                self._waiters.popleft()
+                self.used += amount_next
+                event.set()
+            else:
+                break
+
+
+class _StreamRun:
+    """The engine's record of one stream while it runs."""
+
+    __slots__ = (
+        "acked",
+        "cursor",
+        "next_seq",
+        "pending",
+        "positions",
+        "shape",
+        "stats",
+    )
+
+    def __init__(self, stream: Stream) -> None:
+        self.shape = stream
+        self.cursor: Cursor | None = None
+        self.next_seq = 0
+        self.acked = 0  # every page below this seq is acknowledged
+        self.pending: set[int] = set()  # acknowledged out of order
+        self.positions: dict[int, Any] = {}  # seq -> position after that page
+        self.stats = StreamStats(stream=stream, committed=stream)
+
+
+@dataclass
+class _Delivery:
+    run: _StreamRun
+    seq: int
+    page: Page
+    size: int
+
+
+class _Hooks:
+    """Pacing and figures around each request of one stream."""
+
+    __slots__ = ("_fetcher", "_run")
+
+    def __init__(self, fetcher: Fetcher, run: _StreamRun) -> None:
+        self._fetcher = fetcher
+        self._run = run
+
+    async def before_request(self, operation: str) -> None:
+        stream = self._run.shape
+        pacer = self._fetcher.pacer
+        if pacer is not None:
+            waited = await pacer.acquire(stream.service, stream.region, operation)
+            self._fetcher.stats.waited_on_buckets += waited
+        self._fetcher.stats.requests += 1
+
+    def after_response(self, operation: str, page: Page) -> None:
+        stream = self._run.shape
+        pacer = self._fetcher.pacer
+        if pacer is None:
+            return
+        pacer.on_success(stream.service, stream.region, operation)
+        capacity = page.get("ConsumedCapacity")
+        if isinstance(capacity, Mapping):
+            units = capacity.get("ReadCapacityUnits", capacity.get("CapacityUnits"))
+            if isinstance(units, int | float) and units > 0:
+                pacer.charge(stream.service, stream.region, operation, float(units))
+
+    def on_failure(self, operation: str, failure: Failure, exc: BaseException) -> None:
+        stream = self._run.shape
+        if failure is Failure.THROTTLED:
+            self._fetcher.stats.throttles += 1
+            if self._fetcher.pacer is not None:
+                self._fetcher.pacer.on_throttle(stream.service, stream.region, operation)
+        if failure is not Failure.FATAL:
+            self._fetcher.stats.retries += 1
+
+
+def _page_size(page: Page) -> int:
+    meta = page.get("ResponseMetadata")
+    if isinstance(meta, Mapping):
+        headers = meta.get("HTTPHeaders")
+        if isinstance(headers, Mapping):
+            length = headers.get("content-length")
+            if length is not None:
+                with contextlib.suppress(TypeError, ValueError):
+                    return max(1, int(length))
+    return 1024
+
+
+class Fetcher:
+    """Runs many :class:`Stream` s at once, paced, through bounded queues.
+
+    ::
+
+        async with asyncpager.Fetcher(concurrency=64, rate_limits=[RateLimit(200)]) as f:
+            async for stream, page in f.pages(streams):
+                ...
+            report = await f.run(streams, consume, consumers=8)
+
+    Clients: one aiobotocore client per (service, region, profile, endpoint),
+    created on first use with botocore's own retries and adaptive limiter off
+    (asyncpager retries and paces), all closed on exit. Pass ``clients`` to
+    use your own: a mapping from ``service`` or ``(service, region)`` to a
+    client (aiobotocore or aioboto3); those are not closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 64,
+        rate_limits: Iterable[RateLimit] = (),
+        queue_pages: int = 128,
+        queue_bytes: int = 256 * 1024 * 1024,
+        clients: Mapping[Any, Any] | None = None,
+        session: Any = None,
+        client_config: Any = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        on_error: Literal["raise", "continue"] = "raise",
+        on_stats: Callable[[Stats], None] | None = None,
+        stats_interval: float = 0.5,
+        split: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if queue_pages < 1 or queue_bytes < 1:
+            raise ConfigurationError("queue_pages and queue_bytes must be at least 1")
+        if on_error not in ("raise", "continue"):
+            raise ConfigurationError("on_error must be 'raise' or 'continue'")
+        self.concurrency = concurrency
+        self.queue_pages = queue_pages
+        self.queue_bytes = queue_bytes
+        self.clock = clock or SystemClock()
+        limits = list(rate_limits)
+        self.pacer: Pacer | None = Pacer(limits, clock=self.clock) if limits else None
+        self.retry = retry
+        self.on_error = on_error
+        self.on_stats = on_stats
+        self.stats_interval = stats_interval
+        self.split_enabled = split
+        self.stats = Stats()
+        self._given_clients = dict(clients or {})
+        self._session = session
+        self._client_config = client_config
+        self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
+        self._client_lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._entered = False
+        self._runs: list[_StreamRun] = []
+
+    # -- lifetime --------------------------------------------------------
+
+    async def __aenter__(self) -> Fetcher:
+        if self._entered:
+            raise ConfigurationError("a Fetcher can be entered only once at a time")
+        self._entered = True
+        self._stack = AsyncExitStack()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        tg, self._tg = self._tg, None
+        self._entered = False
+        try:
+            if tg is not None:
+                # Flows still running belong to this block: stop them.
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._clients.clear()
+            if stack is not None:
+                await self._close_clients(stack)
+
+    @staticmethod
+    async def _close_clients(stack: AsyncExitStack) -> None:
+        # Closing clients awaits; it must finish even when the caller is
+        # being cancelled, or connections leak. Bounded, in case a peer hangs.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await stack.aclose()
+
+    async def client_for(self, stream: Stream) -> Any:
+        """The client that serves ``stream`` (created on first use)."""
+        for key in (
+            (stream.service, stream.region, stream.profile, stream.endpoint_url),
+            (stream.service, stream.region),
+            stream.service,
+        ):
+            if key in self._given_clients:
+                return self._given_clients[key]
+        key4 = (stream.service, stream.region, stream.profile, stream.endpoint_url)
+        client = self._clients.get(key4)
+        if client is not None:
+            return client
+        if self._stack is None:
+            raise ConfigurationError("use the Fetcher inside 'async with'")
+        async with self._client_lock:
+            client = self._clients.get(key4)
+            if client is None:
+                client = await self._create_client(stream)
+                self._clients[key4] = client
+        return client
+
+    async def _create_client(self, stream: Stream) -> Any:
+        from aiobotocore.session import AioSession
+        from botocore.config import Config
+
+        assert self._stack is not None
+        session = self._session
+        if session is None or stream.profile is not None:
+            session = AioSession(profile=stream.profile)
+        config = Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=max(10, self.concurrency),
+            tcp_keepalive=True,
+        )
+        if self._client_config is not None:
+            config = config.merge(self._client_config)
+        return await self._stack.enter_async_context(
+            session.create_client(
+                stream.service,
+                region_name=stream.region,
+                endpoint_url=stream.endpoint_url,
+                config=config,
+            )
+        )
+
+    # -- running ---------------------------------------------------------
+
+    def pages(self, streams: Iterable[Stream]) -> PageFlow:
+        """One merged, bounded flow of ``(stream, page)`` from every stream.
+
+        The page you hold is acknowledged when you ask for the next one.
+        Leave early with ``break``: the producers stop. ``async with
+        fetcher.pages(streams) as flow`` stops them deterministically at the
+        block's end; ``flow.report`` has the figures when it is over.
+        """
+        return PageFlow(self, list(streams))
+
+    async def run(
+        self,
+        streams: Iterable[Stream],
+        consume: Consume,
+        *,
+        consumers: int = 1,
+    ) -> RunReport:
+        """Feed every page to ``consume(stream, page)`` in ``consumers`` tasks.
+
+        A page is acknowledged when ``consume`` returns. Raises
+        :class:`StreamFailedError` on the first stream that fails for good
+        (``on_error="raise"``), or the consumer's own exception.
+        """
+        if consumers < 1:
+            raise ConfigurationError("consumers must be at least 1")
+        async with _Run(self, list(streams)) as run:
+
+            async def consumer(receive: MemoryObjectReceiveStream[_Delivery]) -> None:
+                async with receive:
+                    async for delivery in receive:
+                        await consume(delivery.run.shape, delivery.page)
+                        run.ack(delivery)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(consumers):
+                        tg.start_soon(consumer, run.receive.clone())
+                    run.receive.close()
+            except BaseExceptionGroup as group:
+                raise _single(group) from None
+        return run.report()
+
+
+class _Run:
+    """One run of a set of streams: its workers, queues and bookkeeping."""
+
+    def __init__(self, fetcher: Fetcher, streams: Sequence[Stream]) -> None:
+        if not fetcher._entered:
+            raise ConfigurationError("use the Fetcher inside 'async with'")
+        self.fetcher = fetcher
+        self.stats = fetcher.stats = Stats(started=fetcher.clock.now())
+        self.runs = [_StreamRun(s) for s in streams]
+        self.stats.streams_total = len(self.runs)
+        self.runnable: deque[_StreamRun] = deque(self.runs)
+        self.active = len(self.runs)  # streams not yet done or failed
+        self.busy = 0  # workers fetching right now
+        self.wakeup = anyio.Event()
+        self.budget = _ByteBudget(fetcher.queue_bytes)
+        self.send: MemoryObjectSendStream[_Delivery]
+        self.receive: MemoryObjectReceiveStream[_Delivery]
+        self.send, self.receive = anyio.create_memory_object_stream[_Delivery](fetcher.queue_pages)
+        self.failure: StreamFailedError | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._cursors: set[Cursor] = set()
+
+    async def __aenter__(self) -> _Run:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        workers = min(self.fetcher.concurrency, max(1, len(self.runs)))
+        if self.fetcher.split_enabled:
+            workers = self.fetcher.concurrency
+        senders = [self.send.clone() for _ in range(workers)]
+        self.send.close()
+        for sender in senders:
+            self._tg.start_soon(self._worker, sender)
+        if self.fetcher.on_stats is not None:
+            self._tg.start_soon(self._report_stats)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._tg is not None
+        if exc is not None or self.failure is not None:
+            self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        finally:
+            await self._close_cursors()
+            self._finish()
+        if self.failure is not None and (
+            exc is None or isinstance(exc, anyio.get_cancelled_exc_class())
+        ):
+            raise self.failure
+        return False
+
+    def cancel(self) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _close_cursors(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for cursor in list(self._cursors):
+                with contextlib.suppress(Exception):
+                    await cursor.aclose()
+            self._cursors.clear()
+
+    def _finish(self) -> None:
+        now = self.fetcher.clock.now()
+        self.stats.elapsed = now - self.stats.started
+        for run in self.runs:
+            if run.stats.status in ("waiting", "running"):
+                run.stats.status = "cancelled"
+        if self.fetcher.on_stats is not None:
+            self.fetcher.on_stats(self.stats)
+
+    async def _report_stats(self) -> None:
+        assert self.fetcher.on_stats is not None
+        while True:
+            await self.fetcher.clock.sleep(self.fetcher.stats_interval)
+            self.stats.elapsed = self.fetcher.clock.now() - self.stats.started
+            self.fetcher.on_stats(self.stats)
+
+    # -- workers ---------------------------------------------------------
+
+    async def _next_runnable(self) -> _StreamRun | None:
+        while True:
+            if self.runnable:
+                return self.runnable.popleft()
+            if self.active == 0:
+                return None
+            await self.wakeup.wait()
+
+    def _wake(self) -> None:
+        self.wakeup.set()
+        self.wakeup = anyio.Event()
+
+    async def _worker(self, send: MemoryObjectSendStream[_Delivery]) -> None:
+        async with send:
+            while True:
+                run = await self._next_runnable()
+                if run is None:
+                    self._wake()
+                    return
+                self.busy += 1
+                try:
+                    more = await self._turn(run, send)
+                finally:
+                    self.busy -= 1
+                if more:
+                    self.runnable.append(run)
+                    self._wake()
+                else:
+                    self.active -= 1
+                    self._wake()
+
+    async def _cursor(self, run: _StreamRun) -> Cursor:
+        if run.cursor is None:
+            stream = run.shape
+            factory = _CURSOR_KINDS.get(stream.kind)
+            if factory is None:
+                raise ConfigurationError(f"no cursor for stream kind {stream.kind!r}")
+            client = await self.fetcher.client_for(stream)
+            run.cursor = factory(
+                stream,
+                client,
+                hooks=_Hooks(self.fetcher, run),
+                retry=self.fetcher.retry,
+                clock=self.fetcher.clock,
+            )
+            self._cursors.add(run.cursor)
+        return run.cursor
+
+    async def _turn(self, run: _StreamRun, send: MemoryObjectSendStream[_Delivery]) -> bool:
+        """Fetch one page of ``run``; tell whether the stream has more."""
+        run.stats.status = "running"
+        try:
+            cursor = await self._cursor(run)
+            before = cursor.counters
+            page = await cursor.next_page()
+            after = cursor.counters
+        except Exception as exc:
+            self._fail(run, exc)
+            return False
+        run.stats.requests += after[0] - before[0]
+        run.stats.retries += after[1] - before[1]
+        run.stats.throttles += after[2] - before[2]
+        if page is None:
+            await self._end(run, cursor)
+            return False
+        seq = run.next_seq
+        run.next_seq += 1
+        run.positions[seq] = cursor.position
+        size = _page_size(page)
+        items = _count_items(cursor, page)
+        run.stats.pages += 1
+        run.stats.items += items
+        run.stats.bytes += size
+        self.stats.pages += 1
+        self.stats.items += items
+        self.stats.bytes += size
+        self._maybe_split(run, cursor)
+        await self.budget.acquire(size)
+        try:
+            self.stats.queue_bytes = self.budget.used
+            await send.send(_Delivery(run, seq, page, size))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # Every consumer is gone (it failed or the flow was closed); the
+            # run is ending and its owner reports why.
+            self.budget.release(size)
+            self.cancel()
+            return False
+        except BaseException:
+            self.budget.release(size)
+            raise
+        depth = send.statistics().current_buffer_used
+        self.stats.queue_depth = depth
+        self.stats.peak_queue_depth = max(self.stats.peak_queue_depth, depth)
+        return True
+
+    async def _end(self, run: _StreamRun, cursor: Cursor) -> None:
+        run.cursor = None
+        self._cursors.discard(cursor)
+        await cursor.aclose()
+        run.stats.status = "done"
+        self.stats.streams_done += 1
+        self._commit(run)
+
+    def _maybe_split(self, run: _StreamRun, cursor: Cursor) -> None:
+        if not self.fetcher.split_enabled:
+            return
+        # Split while there are workers with nothing to do.
+        idle = self.fetcher.concurrency - self.busy - len(self.runnable)
+        if idle <= 0:
+            return
+        outcome = cursor.split()
+        if outcome is None:
+            return
+        narrowed, new = outcome
+        run.shape = narrowed
+        child = _StreamRun(new)
+        self.runs.append(child)
+        self.runnable.append(child)
+        self.active += 1
+        self.stats.streams_total += 1
+        self.stats.splits += 1
+        self._commit(run)
+        self._wake()
+
+    def _fail(self, run: _StreamRun, exc: Exception) -> None:
+        error = translate(exc, operation=run.shape.operation, last_token=None)
+        if error is None:
+            error = AsyncPagerError(f"{type(exc).__name__}: {exc}", operation=run.shape.operation)
+            error.__cause__ = exc
+        committed = run.stats.committed
+        position = committed.position if committed is not None else None
+        run.stats.status = "failed"
+        run.stats.error = error
+        self.stats.streams_failed += 1
+        if run.cursor is not None:
+            self._cursors.discard(run.cursor)
+            run.cursor = None
+        failure = StreamFailedError(
+            f"stream {run.shape.name} failed: {error}",
+            stream=committed or run.shape,
+            operation=run.shape.operation,
+            last_token=position if isinstance(position, str) else None,
+        )
+        failure.__cause__ = exc
+        if self.fetcher.on_error == "raise" and self.failure is None:
+            self.failure = failure
+            self.cancel()
+
+    # -- acknowledgement -------------------------------------------------
+
+    def ack(self, delivery: _Delivery) -> None:
+        run = delivery.run
+        self.budget.release(delivery.size)
+        self.stats.queue_bytes = self.budget.used
+        if delivery.seq == run.acked:
+            run.acked += 1
+            while run.acked in run.pending:
+                run.pending.discard(run.acked)
+                run.acked += 1
+        else:
+            run.pending.add(delivery.seq)
+        self._commit(run)
+
+    def _commit(self, run: _StreamRun) -> None:
+        last = run.acked - 1
+        if last >= 0 and last in run.positions:
+            position = run.positions[last]
+            for seq in [s for s in run.positions if s <= last]:
+                del run.positions[seq]
+            run.stats.committed = run.shape.at(position)
+        elif run.stats.committed is not None:
+            # Keep the committed position but adopt the current shape (a split
+            # narrowed it): resuming must not overlap the new stream.
+            run.stats.committed = run.shape.at(run.stats.committed.position)
+
+    def report(self) -> RunReport:
+        streams = [r.stats for r in self.runs]
+        return RunReport(
+            stats=self.stats,
+            streams=streams,
+            failures=[s for s in streams if s.status == "failed"],
+        )
+
+
+def _count_items(cursor: Cursor, page: Page) -> int:
+    counter = getattr(cursor, "count_items", None)
+    if counter is not None:
+        return int(counter(page))
+    pages = getattr(cursor, "_pages", None)
+    key = getattr(getattr(pages, "model", None), "primary_result_key", None)
+    if key is None:
+        return 0
+    found = key.search(page)
+    return len(found) if isinstance(found, list) else 0
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one exception a caller should see out of a task group's group."""
+    cancelled = anyio.get_cancelled_exc_class()
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, cancelled):
+            return exc
+    return leaves[0] if leaves else group
+
+
+def _cancel_quietly(scope: anyio.CancelScope) -> None:
+    # Runs from a finaliser, possibly after the loop is gone: nothing to stop then.
+    with contextlib.suppress(RuntimeError):
+        scope.cancel()
+
+
+class PageFlow:
+    """The ``(stream, page)`` flow of :meth:`Fetcher.pages`.
+
+    An async iterator and an async context manager. Its workers run in the
+    fetcher's task group (entered by ``async with Fetcher(...)``), not in the
+    caller's task, so leaving the loop early cannot cancel the caller: the
+    flow stops its workers when it is exhausted, when its ``async with`` block
+    ends, on ``aclose()``, or when it is dropped after a ``break``.
+    """
+
+    def __init__(self, fetcher: Fetcher, streams: list[Stream]) -> None:
+        self._fetcher = fetcher
+        self._streams = streams
+        self._run: _Run | None = None
+        self._held: _Delivery | None = None
+        self._closed = False
+        self._scope = anyio.CancelScope()
+        self._stopped = anyio.Event()
+        self._error: BaseException | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.report: RunReport | None = None
+
+    async def _start(self) -> _Run:
+        if self._run is None:
+            tg = self._fetcher._tg
+            if tg is None:
+                raise ConfigurationError("use the Fetcher inside 'async with'")
+            run = _Run(self._fetcher, self._streams)
+            self._run = run
+            tg.start_soon(self._drive, run)
+            # A flow dropped after ``break`` stops its workers: the finaliser
+            # runs synchronously when the last reference goes.
+            self._finalizer = weakref.finalize(self, _cancel_quietly, self._scope)
+            self._finalizer.atexit = False
+        return self._run
+
+    async def _drive(self, run: _Run) -> None:
+        try:
+            with self._scope:
+                async with run:
+                    pass
+        except Exception as exc:
+            self._error = exc
+        except BaseException:
+            # Cancelled with the fetcher: nobody will read what is queued.
+            run.receive.close()
+            raise
+        finally:
+            self.report = run.report()
+            if self._scope.cancel_called:
+                # Stopped by the flow: nobody will read what is queued.
+                run.receive.close()
+            self._stopped.set()
+            if self._finalizer is not None:
+                self._finalizer.detach()
+
+    async def __aenter__(self) -> PageFlow:
+        await self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the workers now and wait until they are gone."""
+        if self._closed:
+            return
+        self._closed = True
+        self._held = None
+        self._scope.cancel()
+        if self._run is not None:
+            self._run.receive.close()
+            with anyio.CancelScope(shield=True):
+                await self._stopped.wait()
+
+    def __aiter__(self) -> PageFlow:
+        return self
+
+    async def __anext__(self) -> tuple[Stream, Page]:
+        if self._closed:
+            raise StopAsyncIteration
+        run = await self._start()
+        if self._held is not None:
+            run.ack(self._held)
+            self._held = None
+        try:
+            delivery = await run.receive.receive()
+        except anyio.EndOfStream:
+            with anyio.CancelScope(shield=True):
+                await self._stopped.wait()
+            self._closed = True
+            run.receive.close()
+            if self._error is not None:
+                # Keep its __cause__ (the service's error); hide EndOfStream.
+                self._error.__suppress_context__ = True
+                raise self._error  # noqa: B904
+            raise StopAsyncIteration from None
+        except BaseException:
+            await self.aclose()
+            raise
+        self._held = delivery
+        return delivery.run.shape, delivery.page

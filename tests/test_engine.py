@@ -1,0 +1,312 @@
+"""The engine against moto: many streams, bounded queues, errors, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+
+import asyncpager
+from asyncpager.engine import Fetcher
+from asyncpager.pacing import RateLimit
+from asyncpager.streams import Stream
+
+pytestmark = pytest.mark.anyio
+
+REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2", "sa-east-1", "eu-central-1"]
+
+
+@pytest.fixture(scope="module")
+def fleet(moto_server: str) -> dict[str, Any]:
+    """20 buckets, a table and instances in 5 regions, made with boto3."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
+    run = uuid.uuid4().hex[:8]
+    buckets = []
+    for b in range(20):
+        name = f"engine-{run}-{b:02d}"
+        s3.create_bucket(Bucket=name)
+        for k in range(b % 7 + 3):
+            s3.put_object(Bucket=name, Key=f"k/{k:03d}-{b}", Body=b"")
+        buckets.append(name)
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
+    table = f"engine-{run}"
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(60):
+        ddb.put_item(TableName=table, Item={"pk": {"S": f"item-{i:03d}"}, "v": {"N": str(i)}})
+    for i, region in enumerate(REGIONS):
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=moto_server)
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        ec2.run_instances(ImageId=image, MinCount=i + 1, MaxCount=i + 1)
+    return {"buckets": buckets, "table": table, "endpoint": moto_server}
+
+
+def all_streams(fleet: dict[str, Any], page_size: int = 2) -> list[Stream]:
+    url = fleet["endpoint"]
+    streams = [
+        Stream(
+            "s3",
+            "list_objects_v2",
+            {"Bucket": b},
+            region="us-east-1",
+            endpoint_url=url,
+            page_size=page_size,
+        )
+        for b in fleet["buckets"]
+    ]
+    streams += [
+        Stream(
+            "dynamodb",
+            "scan",
+            {"TableName": fleet["table"], "Segment": s, "TotalSegments": 16},
+            region="us-east-1",
+            endpoint_url=url,
+            page_size=page_size,
+        )
+        for s in range(16)
+    ]
+    streams += [
+        Stream("ec2", "describe_instances", {}, region=r, endpoint_url=url, labels={"region": r})
+        for r in REGIONS
+    ]
+    return streams
+
+
+def sequential(fleet: dict[str, Any]) -> set[tuple[str, str]]:
+    import boto3
+
+    url = fleet["endpoint"]
+    out: set[tuple[str, str]] = set()
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=url)
+    for b in fleet["buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b):
+            out |= {("s3", f"{b}/{o['Key']}") for o in page.get("Contents", [])}
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=url)
+    for page in ddb.get_paginator("scan").paginate(TableName=fleet["table"]):
+        out |= {("dynamodb", i["pk"]["S"]) for i in page["Items"]}
+    for r in REGIONS:
+        ec2 = boto3.client("ec2", region_name=r, endpoint_url=url)
+        for page in ec2.get_paginator("describe_instances").paginate():
+            for res in page["Reservations"]:
+                out |= {("ec2", f"{r}/{i['InstanceId']}") for i in res["Instances"]}
+    return out
+
+
+def items_of(stream: Stream, page: dict[str, Any]) -> list[tuple[str, str]]:
+    if stream.service == "s3":
+        bucket = stream.params["Bucket"]
+        return [("s3", f"{bucket}/{o['Key']}") for o in page.get("Contents", [])]
+    if stream.service == "dynamodb":
+        return [("dynamodb", i["pk"]["S"]) for i in page["Items"]]
+    return [
+        ("ec2", f"{stream.region}/{i['InstanceId']}")
+        for res in page["Reservations"]
+        for i in res["Instances"]
+    ]
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t is not current and not t.done()}
+
+
+async def test_many_streams_equal_sequential_listing(fleet: dict[str, Any]) -> None:
+    streams = all_streams(fleet)
+    assert len(streams) >= 41
+    seen: list[tuple[str, str]] = []
+    async with Fetcher(concurrency=16, queue_pages=8) as fetcher:
+        async for stream, page in fetcher.pages(streams):
+            seen += items_of(stream, page)
+    assert len(seen) == len(set(seen)), "an item came twice"
+    assert set(seen) == sequential(fleet)
+
+
+async def test_run_with_consumers_and_report(fleet: dict[str, Any]) -> None:
+    streams = all_streams(fleet) + all_streams(fleet, page_size=3)[:20]  # 61 streams
+    seen: list[tuple[str, str]] = []
+    result_items = 0
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        nonlocal result_items
+        await anyio.sleep(0)
+        seen.extend(items_of(stream, page))
+        # The engine counts result-key items: EC2's are reservations.
+        result_items += len(page.get("Contents", page.get("Items", page.get("Reservations", []))))
+
+    async with Fetcher(concurrency=12, queue_pages=4) as fetcher:
+        report = await fetcher.run(streams, consume, consumers=4)
+    assert report.ok
+    assert report.stats.streams_done == len(streams) == 61
+    assert report.stats.items == result_items
+    # The first 20 buckets were listed twice (two page sizes): each key twice.
+    expected = sequential(fleet)
+    assert set(seen) == expected
+    s3_keys = [x for x in seen if x[0] == "s3"]
+    assert len(s3_keys) == 2 * len({x for x in expected if x[0] == "s3"})
+    assert all(s.status == "done" and s.committed is not None for s in report.streams)
+    assert report.resume_streams() == []
+
+
+async def test_slow_consumer_bounds_pages_held(fleet: dict[str, Any]) -> None:
+    streams = all_streams(fleet, page_size=1)[:20]
+    produced = 0
+    consumed = 0
+    peak = 0
+
+    class Counting(Fetcher):
+        pass
+
+    async with Counting(concurrency=4, queue_pages=3) as fetcher:
+        async with fetcher.pages(streams) as flow:
+            async for _stream, _page in flow:
+                produced = fetcher.stats.pages
+                # Pages fetched but not yet consumed: in the queue, in the
+                # workers' hands waiting for room, and the one held here.
+                peak = max(peak, produced - consumed)
+                consumed += 1
+                await anyio.sleep(0.005)
+    assert consumed == fetcher.stats.pages >= 100
+    assert peak <= 3 + 4 + 1
+    assert fetcher.stats.peak_queue_depth <= 3
+
+
+async def test_break_stops_everything_promptly(fleet: dict[str, Any]) -> None:
+    before = other_tasks()
+    async with Fetcher(concurrency=8, queue_pages=2) as fetcher:
+        with anyio.fail_after(5):
+            async for _stream, _page in fetcher.pages(all_streams(fleet, page_size=1)):
+                break
+            gc.collect()
+            # The dropped flow cancelled its workers: nothing keeps fetching.
+            await anyio.sleep(0.2)
+            pages = fetcher.stats.pages
+            await anyio.sleep(0.3)
+            assert fetcher.stats.pages == pages
+        clients = list(fetcher._clients.values())
+        assert clients
+    assert other_tasks() <= before
+    for client in clients:
+        session = client._endpoint.http_session
+        inner = getattr(session, "_session", None)
+        assert inner is None or inner.closed
+
+
+async def test_cancelling_the_caller_stops_promptly(fleet: dict[str, Any]) -> None:
+    before = other_tasks()
+    start = anyio.current_time()
+    async with Fetcher(concurrency=8, queue_pages=2) as fetcher:
+        with anyio.move_on_after(0.3) as scope:
+            async for _stream, _page in fetcher.pages(all_streams(fleet, page_size=1)):
+                await anyio.sleep(0.05)
+        assert scope.cancelled_caught
+    assert anyio.current_time() - start < 3
+    assert other_tasks() <= before
+
+
+async def test_consumer_error_is_raised_alone(fleet: dict[str, Any]) -> None:
+    before = other_tasks()
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        if stream.service == "dynamodb":
+            raise KeyError("boom")
+
+    with anyio.fail_after(10):
+        async with Fetcher(concurrency=8) as fetcher:
+            with pytest.raises(KeyError, match="boom"):
+                await fetcher.run(all_streams(fleet), consume, consumers=3)
+    assert other_tasks() <= before
+
+
+async def test_failed_stream_raises_with_its_name(fleet: dict[str, Any]) -> None:
+    url = fleet["endpoint"]
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    streams = [
+        *all_streams(fleet)[:10],
+        Stream("s3", "list_objects_v2", {"Bucket": missing}, region="us-east-1", endpoint_url=url),
+    ]
+    async with Fetcher(concurrency=4) as fetcher:
+        with pytest.raises(asyncpager.StreamFailedError) as info:
+            async for _ in fetcher.pages(streams):
+                pass
+    assert missing in str(info.value)
+    assert isinstance(info.value.__cause__, Exception)
+
+
+async def test_on_error_continue_reports_failures(fleet: dict[str, Any]) -> None:
+    url = fleet["endpoint"]
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    good = all_streams(fleet)[:10]
+    streams = [
+        *good,
+        Stream("s3", "list_objects_v2", {"Bucket": missing}, region="us-east-1", endpoint_url=url),
+    ]
+    seen: list[tuple[str, str]] = []
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        seen.extend(items_of(stream, page))
+
+    async with Fetcher(concurrency=4, on_error="continue") as fetcher:
+        report = await fetcher.run(streams, consume)
+    assert not report.ok
+    assert [f.stream.params["Bucket"] for f in report.failures] == [missing]
+    assert isinstance(report.failures[0].error, asyncpager.NotFoundError)
+    assert report.stats.streams_done == 10
+    assert len(report.resume_streams()) == 1
+
+
+async def test_rate_limit_paces_requests_on_a_fake_clock(fleet: dict[str, Any]) -> None:
+    clock = asyncpager.FakeClock()
+    streams = all_streams(fleet, page_size=1)[:6]
+    async with Fetcher(concurrency=6, rate_limits=[RateLimit(10, burst=1)], clock=clock) as fetcher:
+        report = await fetcher.run(streams, _ignore)
+    requests = report.stats.requests
+    assert requests >= 25
+    # burst 1 then 10/s: the last of n requests cannot start before (n-1)/10 s.
+    assert clock.now() >= (requests - 1) / 10 - 1e-9
+    assert report.stats.waited_on_buckets > 0
+
+
+async def test_committed_position_resumes_exactly(fleet: dict[str, Any]) -> None:
+    bucket = fleet["buckets"][6]  # 9 keys
+    url = fleet["endpoint"]
+    stream = Stream(
+        "s3",
+        "list_objects_v2",
+        {"Bucket": bucket},
+        region="us-east-1",
+        endpoint_url=url,
+        page_size=2,
+    )
+    first: list[str] = []
+    async with Fetcher(concurrency=1, queue_pages=1) as fetcher:
+        async with fetcher.pages([stream]) as flow:
+            async for _s, page in flow:
+                first += [o["Key"] for o in page["Contents"]]
+                if len(first) >= 4:
+                    break
+        assert flow.report is not None
+    # Two pages were handed out; the second was still held when we left, so
+    # only the first one is committed.
+    resume = flow.report.streams[0].committed
+    assert resume is not None and resume.position is not None
+    rest: list[str] = []
+    async with Fetcher(concurrency=1) as fetcher:
+        async for _s, page in fetcher.pages([resume]):
+            rest += [o["Key"] for o in page["Contents"]]
+    assert first[:2] + rest == sorted(first[:2] + rest)
+    assert len(first[:2] + rest) == 9
+    assert set(first) <= set(first[:2] + rest)
+
+
+async def _ignore(stream: Stream, page: dict[str, Any]) -> None:
+    return None
