@@ -1,0 +1,228 @@
+"""S3 planner: one ``s3://bucket/prefix`` listing as many key-range shards.
+
+A single ``ListObjectsV2`` walk is one chain of continuation tokens: as slow
+as the round trip times the number of pages. Key ranges are independent, so
+the planner cuts the prefix's key space into ``shards`` ranges
+(:func:`asyncpager.plan.keyspace.split`, in UTF-8 byte order) and the engine
+runs them at once. The plan needs no knowledge of the key distribution: a
+shard that turns out large gives away the upper part of what it has not yet
+listed whenever the engine has idle workers (:meth:`S3RangeCursor.split`), and
+a shard that turns out empty costs one request.
+
+Exactness. Shard ``(lo, hi]`` lists with ``StartAfter=lo`` and drops
+everything past ``hi``; the next shard starts after ``hi``. A split narrows the
+running shard to ``(lo, m]`` and hands ``(m, hi]`` to a new stream, with ``m``
+after the last key already delivered, so no key is listed twice or missed,
+including after a resume from a checkpoint (the committed stream carries the
+narrowed bounds and the position).
+
+Position. A shard's position is ``{"after": last key delivered, "token":
+S3's continuation token}``: it resumes with the token when there is one, and
+with ``StartAfter`` otherwise.
+
+Delimiter listings (common prefixes) are not split: a split point inside a
+rolled-up prefix would list that prefix twice. They are small by nature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from asyncpager.engine import register_cursor
+from asyncpager.errors import ConfigurationError
+from asyncpager.paginate import PageStream, RequestHooks
+from asyncpager.plan.keyspace import KeyRange, key_bytes, split, split_after
+from asyncpager.retry import RetryPolicy
+from asyncpager.streams import Stream
+from asyncpager.tokens import encode_token
+
+__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3"]
+
+KIND = "s3-range"
+# S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+_MAX_SHARDS = 100_000
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix")``.
+
+    Raises :class:`ConfigurationError` naming what is wrong.
+    """
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise ConfigurationError(f"not an s3:// URL: {url!r}")
+    # Not urlsplit: everything after the bucket is the prefix, verbatim, since
+    # S3 keys may hold '#', '?', '%' and spaces.
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ConfigurationError(f"no bucket in {url!r} (expected s3://BUCKET[/PREFIX])")
+    if not _BUCKET.fullmatch(bucket):
+        raise ConfigurationError(f"invalid bucket name {bucket!r} in {url!r}")
+    return bucket, prefix
+
+
+def plan_s3(
+    urls: Iterable[str],
+    *,
+    shards: int = 16,
+    region: str | None = None,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+    page_size: int | None = None,
+    delimiter: str | None = None,
+    snapshot: dt.datetime | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[Stream]:
+    """The streams that together list every object under each URL once.
+
+    ``shards`` is the number of key ranges each URL starts with (more appear
+    by splitting as the listing runs). ``snapshot`` leaves out objects
+    modified after that instant, so that a listing of a bucket under writes is
+    a consistent snapshot of the objects that existed then.
+    """
+    if shards < 1 or shards > _MAX_SHARDS:
+        raise ConfigurationError(f"shards must be between 1 and {_MAX_SHARDS}, not {shards}")
+    if snapshot is not None and snapshot.tzinfo is None:
+        raise ConfigurationError("snapshot needs a timezone-aware datetime")
+    streams: list[Stream] = []
+    for url in urls:
+        bucket, prefix = parse_s3_url(url)
+        base: dict[str, Any] = dict(params or {})
+        base["Bucket"] = bucket
+        if prefix:
+            base["Prefix"] = prefix
+        if delimiter:
+            base["Delimiter"] = delimiter
+        ranges = [KeyRange()] if delimiter else split(KeyRange(), shards, prefix=prefix)
+        for key_range in ranges:
+            shape: dict[str, Any] = {"lo": key_range.lo, "hi": key_range.hi}
+            if snapshot is not None:
+                shape["snapshot"] = snapshot.isoformat()
+            streams.append(
+                Stream(
+                    "s3",
+                    "ListObjectsV2",
+                    base,
+                    region=region,
+                    profile=profile,
+                    endpoint_url=endpoint_url,
+                    page_size=page_size,
+                    kind=KIND,
+                    shape=shape,
+                    labels={"bucket": bucket},
+                )
+            )
+    return streams
+
+
+class S3RangeCursor:
+    """Walks one key range of one listing; see the module docstring."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        client: Any,
+        *,
+        hooks: RequestHooks | None,
+        retry: RetryPolicy | None,
+        clock: Any,
+    ) -> None:
+        self.stream = stream
+        self._range = KeyRange(stream.shape.get("lo"), stream.shape.get("hi"))
+        snapshot = stream.shape.get("snapshot")
+        self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
+        position: Mapping[str, Any] = stream.position or {}
+        self._after: str | None = position.get("after")
+        self._token: str | None = position.get("token")
+        params = dict(stream.params)
+        config: dict[str, Any] = {}
+        if self._token:
+            config["StartingToken"] = encode_token({"ContinuationToken": self._token})
+        else:
+            start_after = self._after if self._after is not None else self._range.lo
+            if start_after is not None:
+                params["StartAfter"] = start_after
+        if stream.page_size is not None:
+            config["PageSize"] = stream.page_size
+        self._splittable = "Delimiter" not in params
+        self._prefix = str(params.get("Prefix", ""))
+        self._finished = False
+        self._pages = PageStream(
+            client,
+            "list_objects_v2",
+            params,
+            pagination_config=config,
+            retry=retry,
+            clock=clock,
+            hooks=hooks,
+        )
+
+    async def next_page(self) -> dict[str, Any] | None:
+        if self._finished:
+            return None
+        try:
+            page = await self._pages.__anext__()
+        except StopAsyncIteration:
+            self._finished = True
+            return None
+        hi = key_bytes(self._range.hi) if self._range.hi is not None else None
+        contents: list[dict[str, Any]] = page.get("Contents") or []
+        prefixes: list[dict[str, Any]] = page.get("CommonPrefixes") or []
+        last: str | None = None
+        if contents:
+            last = contents[-1]["Key"]
+        if prefixes and (last is None or key_bytes(prefixes[-1]["Prefix"]) > key_bytes(last)):
+            last = prefixes[-1]["Prefix"]
+        if hi is not None:
+            kept = [c for c in contents if key_bytes(c["Key"]) <= hi]
+            kept_prefixes = [p for p in prefixes if key_bytes(p["Prefix"]) <= hi]
+            if len(kept) < len(contents) or len(kept_prefixes) < len(prefixes):
+                # Past the upper bound: the rest belongs to the next shard.
+                self._finished = True
+            contents, prefixes = kept, kept_prefixes
+        if self._snapshot is not None:
+            contents = [c for c in contents if c["LastModified"] <= self._snapshot]
+        if "Contents" in page or contents:
+            page["Contents"] = contents
+        if "CommonPrefixes" in page:
+            page["CommonPrefixes"] = prefixes
+        page["KeyCount"] = len(contents) + len(prefixes)
+        if last is not None:
+            self._after = last
+        self._token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or self._pages.done:
+            self._finished = True
+        return page
+
+    @staticmethod
+    def count_items(page: Mapping[str, Any]) -> int:
+        return len(page.get("Contents") or ()) + len(page.get("CommonPrefixes") or ())
+
+    @property
+    def position(self) -> Any:
+        return {"after": self._after, "token": self._token}
+
+    @property
+    def counters(self) -> tuple[int, int, int]:
+        return self._pages.requests, self._pages.retries, self._pages.throttles
+
+    def split(self) -> tuple[Stream, Stream] | None:
+        if self._finished or not self._splittable:
+            return None
+        halves = split_after(self._range, self._after, prefix=self._prefix)
+        if halves is None:
+            return None
+        mine, theirs = halves
+        self._range = mine
+        self.stream = self.stream.reshaped(lo=mine.lo, hi=mine.hi)
+        child = self.stream.reshaped(lo=theirs.lo, hi=theirs.hi).at(None)
+        return self.stream, child
+
+    async def aclose(self) -> None:
+        await self._pages.aclose()
+
+
+register_cursor(KIND, S3RangeCursor)
