@@ -1,10 +1,583 @@
-"""The ``asyncpager`` command."""
+"""The ``asyncpager`` command: bulk export of anything pageable, crash-safe.
+
+::
+
+    asyncpager s3 s3://BUCKET[/PREFIX] ...      list objects (sharded)
+    asyncpager dynamodb TABLE ...               parallel scan (segments)
+    asyncpager call SERVICE OPERATION           any pageable operation
+    asyncpager demo                             the main job on an embedded endpoint
+    asyncpager endpoint                         serve the local test endpoint
+
+Exit codes: 0 done, 1 a stream failed (progress saved), 2 bad usage or input,
+130 interrupted (progress saved). Errors are one line on stderr, never a
+traceback, and never hold credentials.
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
+import signal
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+import anyio
+
+from asyncpager.errors import (
+    AsyncPagerError,
+    ConfigurationError,
+    CredentialsError,
+    StreamFailedError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from asyncpager.streams import Stream
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("asyncpager: no command yet", file=sys.stderr)
-    return 2
+class UsageError(Exception):
+    """Bad usage: exit 2 with a one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _segments(text: str) -> int:
+    value = _positive_int(text)
+    if value > 1_000_000:
+        raise argparse.ArgumentTypeError(f"segments must be between 1 and 1000000, not {text}")
+    return value
+
+
+def _endpoint(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"--endpoint-url must be an http(s) URL, not {text!r}")
+    return text
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    aws = parser.add_argument_group("AWS")
+    aws.add_argument("--region", help="AWS region (default: the profile's)")
+    aws.add_argument("--profile", help="named profile from the AWS config")
+    aws.add_argument("--endpoint-url", type=_endpoint, help="http(s) URL of the endpoint")
+    aws.add_argument("--no-verify-ssl", action="store_true", help="do not verify TLS certificates")
+    paging = parser.add_argument_group("paging")
+    paging.add_argument("--page-size", type=_positive_int, help="items per request")
+    paging.add_argument("--max-items", type=_non_negative_int, help="stop after this many items")
+    paging.add_argument("--query", help="JMESPath applied to each page, as boto3's search")
+    pace = parser.add_argument_group("pacing")
+    pace.add_argument("--rate", type=_positive_float, help="requests per second (all streams)")
+    pace.add_argument("--burst", type=_positive_float, help="requests allowed at once")
+    pace.add_argument("--concurrency", type=_positive_int, default=32, help="requests in flight")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", help="output file (default: stdout)")
+    out.add_argument(
+        "--format", choices=["jsonl", "csv", "parquet"], help="default: from the extension"
+    )
+    out.add_argument("--checkpoint", help="checkpoint file: resume after any interruption")
+    out.add_argument(
+        "--commit-interval", type=_positive_float, default=5.0, help="seconds between commits"
+    )
+    out.add_argument("--csv-raw-formulas", action="store_true", help="keep =,+,-,@ cells raw")
+    out.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="live progress on stderr (default: when stderr is a terminal)",
+    )  # fmt: skip
+    out.add_argument("--stats", help="write the final figures as JSON to this file")
+    out.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], help="event loop (default: uvloop if installed)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="asyncpager",
+        description="Fetch everything behind a paginated AWS API, fast.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s3 = sub.add_parser("s3", help="list objects, sharded by key range")
+    s3.add_argument("urls", nargs="+", metavar="s3://BUCKET[/PREFIX]")
+    s3.add_argument("--shards", type=_positive_int, default=16, help="initial key ranges per URL")
+    s3.add_argument("--delimiter", help="list common prefixes (not sharded)")
+    s3.add_argument("--snapshot", action="store_true", help="leave out objects modified later")
+    _common(s3)
+    ddb = sub.add_parser("dynamodb", help="scan a table in parallel segments")
+    ddb.add_argument("table")
+    ddb.add_argument("--segments", type=_segments, help="TotalSegments (default: from size)")
+    ddb.add_argument("--max-read-units", type=_positive_float, help="read units per second")
+    ddb.add_argument("--params", help="extra Scan parameters as JSON")
+    ddb.add_argument("--dynamodb-json", action="store_true", help="keep DynamoDB's typed JSON")
+    _common(ddb)
+    call = sub.add_parser("call", help="any pageable operation")
+    call.add_argument("service")
+    call.add_argument("operation")
+    call.add_argument("--params", help="operation parameters as JSON")
+    call.add_argument("--regions", help="comma-separated regions, or 'all'")
+    call.add_argument("--profiles", help="comma-separated profiles (accounts)")
+    _common(call)
+    demo = sub.add_parser("demo", help="export from an embedded local endpoint, against boto3")
+    demo.add_argument("--keys", type=_positive_int, default=200_000, help="objects in the bucket")
+    demo.add_argument("--items", type=_positive_int, default=50_000, help="items in the table")
+    demo.add_argument("--latency", type=float, default=0.05, help="seconds per request")
+    demo.add_argument("--output-dir", help="where to write the exports (default: a temp dir)")
+    demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    demo.add_argument("--loop", choices=["uvloop", "asyncio"])
+    sub.add_parser(
+        "endpoint", help="serve the local AWS endpoint (python -m asyncpager.testing)",
+        add_help=False,
+    )  # fmt: skip
+    return parser
+
+
+# -- validation ------------------------------------------------------------
+
+
+@functools.cache
+def _botocore_session() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+def check_operation(service: str, operation: str) -> str:
+    """The API name of a pageable operation, or a one-line error."""
+    from botocore import xform_name
+
+    session = _botocore_session()
+    if service not in session.get_available_services():
+        raise ConfigurationError(f"unknown service {service!r}")
+    model = session.get_service_model(service)
+    names = {xform_name(n): n for n in model.operation_names}
+    api = names.get(operation) or (operation if operation in model.operation_names else None)
+    if api is None:
+        raise ConfigurationError(f"{service} has no operation {operation!r}")
+    paginators = session.get_paginator_model(service)
+    try:
+        paginators.get_paginator(api)
+    except ValueError:
+        raise ConfigurationError(f"{service} {operation} is not pageable") from None
+    return str(api)
+
+
+def check_region(region: str, service: str) -> None:
+    session = _botocore_session()
+    known: set[str] = set()
+    for partition in session.get_available_partitions():
+        known.update(session.get_available_regions(service, partition_name=partition))
+        known.update(session.get_available_regions("ec2", partition_name=partition))
+    if known and region not in known:
+        raise ConfigurationError(f"unknown region {region!r} for {service}")
+
+
+def _json_arg(text: str | None, what: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{what} must be a JSON object")
+    return value
+
+
+def _compile_query(text: str | None) -> Any:
+    if text is None:
+        return None
+    import jmespath
+    import jmespath.exceptions
+
+    try:
+        return jmespath.compile(text)
+    except jmespath.exceptions.JMESPathError as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigurationError(f"invalid --query expression: {message}") from None
+
+
+# -- records ---------------------------------------------------------------
+
+
+@functools.cache
+def _result_key(service: str, operation: str) -> Any:
+    import jmespath
+
+    paginators = _botocore_session().get_paginator_model(service)
+    config = paginators.get_paginator(operation)
+    key = config.get("result_key")
+    if isinstance(key, list):
+        key = key[0]
+    return jmespath.compile(key) if key else None
+
+
+def make_records(
+    *, query: Any, plain_dynamodb: bool, label_keys: Sequence[str]
+) -> Callable[[Stream, dict[str, Any]], list[Mapping[str, Any]]]:
+    """How a page becomes records: its result-key items (or ``--query``
+    results), DynamoDB items as plain values, and where each came from."""
+    convert: Callable[[Any], Any] | None = None
+    if plain_dynamodb:
+        from asyncpager.convert import dynamodb_to_plain
+
+        convert = dynamodb_to_plain
+
+    def records(stream: Stream, page: dict[str, Any]) -> list[Mapping[str, Any]]:
+        found: list[Any]
+        if query is not None:
+            # As boto3's search, page by page; but a page the expression finds
+            # nothing in (an empty shard's) adds no record rather than a null.
+            result = query.search(page)
+            found = result if isinstance(result, list) else [] if result is None else [result]
+        else:
+            key = _result_key(stream.service, stream.operation)
+            found = list((key.search(page) if key is not None else None) or [])
+            if stream.kind == "s3-range":
+                found += [{"Prefix": p["Prefix"]} for p in page.get("CommonPrefixes") or []]
+        if convert is not None and stream.service == "dynamodb" and query is None:
+            found = [convert(item) for item in found]
+        out: list[Mapping[str, Any]] = []
+        labels = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
+        for item in found:
+            record = dict(item) if isinstance(item, Mapping) else {"value": item}
+            if labels:
+                record.update(labels)
+            out.append(record)
+        return out
+
+    return records
+
+
+# -- running ---------------------------------------------------------------
+
+
+def _plan_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
+    """What decides the output: a checkpoint for anything else is refused."""
+    keys = [
+        *("command", "urls", "shards", "delimiter", "snapshot", "table", "segments"),
+        *("params", "dynamodb_json", "service", "operation", "regions", "profiles"),
+        *("region", "profile", "endpoint_url", "page_size", "max_items", "query"),
+        *("format", "output"),
+    ]
+    return {k: getattr(args, k, None) for k in keys}
+
+
+async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
+    """Streams, label keys, rate limits and the known total of items."""
+    from asyncpager.pacing import RateLimit
+
+    limits: list[RateLimit] = []
+    if args.rate is not None:
+        limits.append(RateLimit(args.rate, burst=args.burst))
+    elif args.burst is not None:
+        raise ConfigurationError("--burst needs --rate")
+    total: int | None = None
+    if args.command == "s3":
+        import datetime as dt
+
+        from asyncpager.plan.s3 import parse_s3_url, plan_s3
+
+        for url in args.urls:
+            parse_s3_url(url)
+        if args.region:
+            check_region(args.region, "s3")
+        streams = plan_s3(
+            args.urls,
+            shards=args.shards,
+            region=args.region,
+            profile=args.profile,
+            endpoint_url=args.endpoint_url,
+            page_size=args.page_size,
+            delimiter=args.delimiter,
+            snapshot=dt.datetime.now(dt.UTC) if args.snapshot else None,
+        )
+        labels = ["bucket"] if len({parse_s3_url(u)[0] for u in args.urls}) > 1 else []
+        return streams, labels, limits, total
+    if args.command == "dynamodb":
+        from asyncpager.plan.dynamodb import plan_scan
+
+        if args.region:
+            check_region(args.region, "dynamodb")
+        extra = _json_arg(args.params, "--params")
+        plan = await plan_scan(
+            args.table,
+            region=args.region,
+            profile=args.profile,
+            endpoint_url=args.endpoint_url,
+            segments=args.segments,
+            concurrency=args.concurrency,
+            params=extra,
+            page_size=args.page_size,
+            max_read_units=args.max_read_units,
+        )
+        limits += list(plan.rate_limits)
+        return list(plan.streams), [], limits, plan.item_count
+    # call
+    from asyncpager.streams import Stream
+
+    api = check_operation(args.service, args.operation)
+    params = _json_arg(args.params, "--params")
+    profiles: list[str | None] = (
+        [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else [None]
+    )
+    if args.profile and not args.profiles:
+        profiles = [args.profile]
+    if args.regions:
+        from asyncpager.plan.regions import plan_regions
+
+        regions: Any = "all" if args.regions.strip() == "all" else [
+            r.strip() for r in args.regions.split(",") if r.strip()
+        ]  # fmt: skip
+        if regions != "all":
+            for region in regions:
+                check_region(region, args.service)
+        streams = await plan_regions(
+            args.service,
+            api,
+            params,
+            regions=regions,
+            profiles=profiles,
+            endpoint_url=args.endpoint_url,
+            page_size=args.page_size,
+        )
+        labels = ["region", "profile", "account"]
+        return list(streams), labels, limits, total
+    if args.region:
+        check_region(args.region, args.service)
+    streams = [
+        Stream(
+            args.service,
+            api,
+            params,
+            region=args.region,
+            profile=profile,
+            endpoint_url=args.endpoint_url,
+            page_size=args.page_size,
+            labels={"profile": profile} if profile else {},
+        )
+        for profile in profiles
+    ]
+    return streams, (["profile"] if len(profiles) > 1 else []), limits, total
+
+
+async def _run_export(args: argparse.Namespace, interrupted: anyio.Event) -> int:
+    from asyncpager.checkpoint import Checkpoint, fingerprint
+    from asyncpager.engine import Fetcher
+    from asyncpager.export import export
+    from asyncpager.progress import Progress
+    from asyncpager.sinks import open_sink
+
+    query = _compile_query(args.query)
+    if args.checkpoint and not args.output:
+        raise ConfigurationError("--checkpoint needs -o/--output: stdout cannot be resumed")
+    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None:
+        checkpoint.check_writable()
+    options: dict[str, Any] = {}
+    if args.csv_raw_formulas:
+        from asyncpager.sinks import detect_format
+
+        fmt = args.format or detect_format(args.output)[0] if args.output else args.format
+        if fmt != "csv":
+            raise ConfigurationError("--csv-raw-formulas applies to CSV output only")
+        options["raw_formulas"] = True
+    sink = open_sink(args.output, args.format, **options)
+    streams, label_keys, limits, total = await _plan(args)
+    records = make_records(
+        query=query,
+        plain_dynamodb=args.command == "dynamodb" and not args.dynamodb_json,
+        label_keys=label_keys,
+    )
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = Progress(enabled=show, total_items=total)
+    fetcher = Fetcher(
+        concurrency=args.concurrency,
+        rate_limits=limits,
+        on_stats=progress.update,
+        on_error="continue",
+        verify_ssl=not args.no_verify_ssl,
+    )
+    result = None
+    with progress:
+        async with fetcher:
+            with anyio.CancelScope() as scope:
+                stopper_done = anyio.Event()
+
+                async def stop_on_interrupt() -> None:
+                    await interrupted.wait()
+                    scope.cancel()
+                    stopper_done.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stop_on_interrupt)
+                    try:
+                        result = await export(
+                            streams,
+                            sink,
+                            records,
+                            checkpoint=checkpoint,
+                            fingerprint=fingerprint(_plan_fingerprint(args)),
+                            max_items=args.max_items,
+                            commit_interval=args.commit_interval,
+                            fetcher=fetcher,
+                        )
+                    finally:
+                        tg.cancel_scope.cancel()
+    if args.stats:
+        _write_stats(args.stats, fetcher, result)
+    if interrupted.is_set():
+        print("asyncpager: interrupted; progress saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    assert result is not None
+    if result.already_complete:
+        progress.say(f"asyncpager: already complete ({result.items_written} items)")
+        return EXIT_OK
+    report = result.report
+    if report is not None and report.failures:
+        for failed in report.failures:
+            print(
+                f"asyncpager: stream {failed.stream.name} failed: {failed.error}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    progress.summary(fetcher.stats, result.items_written)
+    return EXIT_OK
+
+
+def _write_stats(path: str, fetcher: Any, result: Any) -> None:
+    body = fetcher.stats.as_dict()
+    body["items_written"] = result.items_written if result is not None else None
+    body["complete"] = result.complete if result is not None else False
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(body, handle, indent=2, sort_keys=True)
+    except OSError as exc:
+        print(f"asyncpager: cannot write --stats {path}: {exc.strerror}", file=sys.stderr)
+
+
+def _error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:2000]
+
+
+def _run(args: argparse.Namespace) -> int:
+    interrupted_flag = {"set": False}
+
+    async def entry() -> int:
+        interrupted = anyio.Event()
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted_flag["set"] = True
+                    interrupted.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_signals)
+                try:
+                    if args.command == "demo":
+                        from asyncpager.demo import run_demo
+
+                        return int(await run_demo(args))
+                    return await _run_export(args, interrupted)
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            from asyncpager.engine import _single
+
+            raise _single(group) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    use_uvloop = args.loop != "asyncio"
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            if args.loop == "uvloop":
+                raise ConfigurationError("--loop uvloop: uvloop is not installed") from None
+            use_uvloop = False
+    code: int = anyio.run(entry, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+    return EXIT_INTERRUPTED if interrupted_flag["set"] and code == EXIT_OK else code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["endpoint"]:
+        from asyncpager.testing.__main__ import main as endpoint_main
+
+        return int(endpoint_main(argv[1:]) or 0)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return _run(args)
+    except UsageError as exc:
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigurationError as exc:
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except CredentialsError:
+        print(
+            "asyncpager: error: no AWS credentials found (use --profile, environment "
+            "variables or an instance role)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except StreamFailedError as exc:
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except TransportError as exc:
+        print(f"asyncpager: error: cannot reach the endpoint: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except AsyncPagerError as exc:
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        # Raised before the signal watcher started, or past it: every commit
+        # is atomic, so what was saved is consistent.
+        print("asyncpager: interrupted; progress saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"asyncpager: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

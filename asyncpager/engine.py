@@ -38,6 +38,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -71,6 +72,8 @@ Consume = Callable[[Stream, Page], Awaitable[None]]
 
 #: Cursor factories by ``Stream.kind``; planners register theirs.
 _CURSOR_KINDS: dict[str, CursorFactory] = {"operation": OperationCursor}
+#: Where the built-in planners register their kinds.
+_CURSOR_MODULES = {"s3-range": "asyncpager.plan.s3"}
 
 
 def register_cursor(kind: str, factory: CursorFactory) -> None:
@@ -308,6 +311,7 @@ class Fetcher:
         on_stats: Callable[[Stats], None] | None = None,
         stats_interval: float = 0.5,
         split: bool = True,
+        verify_ssl: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -326,16 +330,18 @@ class Fetcher:
         self.on_stats = on_stats
         self.stats_interval = stats_interval
         self.split_enabled = split
+        self.verify_ssl = verify_ssl
         self.stats = Stats()
         self._given_clients = dict(clients or {})
         self._session = session
         self._client_config = client_config
         self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
+        self._sessions: dict[str | None, Any] = {}
         self._client_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False
-        self._runs: list[_StreamRun] = []
+        self._active: _Run | None = None
 
     # -- lifetime --------------------------------------------------------
 
@@ -401,9 +407,13 @@ class Fetcher:
         from botocore.config import Config
 
         assert self._stack is not None
-        session = self._session
-        if session is None or stream.profile is not None:
-            session = AioSession(profile=stream.profile)
+        # One session per profile: a session loads the endpoint and service
+        # data once, and making one per client costs a quarter second each.
+        session = self._session if stream.profile is None else None
+        if session is None:
+            session = self._sessions.get(stream.profile)
+            if session is None:
+                session = self._sessions[stream.profile] = AioSession(profile=stream.profile)
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=max(10, self.concurrency),
@@ -417,10 +427,20 @@ class Fetcher:
                 region_name=stream.region,
                 endpoint_url=stream.endpoint_url,
                 config=config,
+                verify=None if self.verify_ssl else False,
             )
         )
 
     # -- running ---------------------------------------------------------
+
+    def resume_streams(self) -> list[Stream]:
+        """Now, during a run: every stream not yet done, at its committed
+        position. Saved together with what the consumers have written, this
+        is a checkpoint that resumes exactly."""
+        run = self._active
+        if run is None:
+            return []
+        return run.report().resume_streams()
 
     def pages(self, streams: Iterable[Stream]) -> PageFlow:
         """One merged, bounded flow of ``(stream, page)`` from every stream.
@@ -486,14 +506,18 @@ class _Run:
         self.failure: StreamFailedError | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._cursors: set[Cursor] = set()
+        self._stats_scope = anyio.CancelScope()
+        self._workers_left = 0
 
     async def __aenter__(self) -> _Run:
+        self.fetcher._active = self
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         workers = min(self.fetcher.concurrency, max(1, len(self.runs)))
         if self.fetcher.split_enabled:
             workers = self.fetcher.concurrency
         senders = [self.send.clone() for _ in range(workers)]
+        self._workers_left = workers
         self.send.close()
         for sender in senders:
             self._tg.start_soon(self._worker, sender)
@@ -545,10 +569,12 @@ class _Run:
 
     async def _report_stats(self) -> None:
         assert self.fetcher.on_stats is not None
-        while True:
-            await self.fetcher.clock.sleep(self.fetcher.stats_interval)
-            self.stats.elapsed = self.fetcher.clock.now() - self.stats.started
-            self.fetcher.on_stats(self.stats)
+        # Stopped by the last worker: the run must not wait for this loop.
+        with self._stats_scope:
+            while True:
+                await self.fetcher.clock.sleep(self.fetcher.stats_interval)
+                self.stats.elapsed = self.fetcher.clock.now() - self.stats.started
+                self.fetcher.on_stats(self.stats)
 
     # -- workers ---------------------------------------------------------
 
@@ -565,6 +591,14 @@ class _Run:
         self.wakeup = anyio.Event()
 
     async def _worker(self, send: MemoryObjectSendStream[_Delivery]) -> None:
+        try:
+            await self._work(send)
+        finally:
+            self._workers_left -= 1
+            if self._workers_left == 0:
+                self._stats_scope.cancel()
+
+    async def _work(self, send: MemoryObjectSendStream[_Delivery]) -> None:
         async with send:
             while True:
                 run = await self._next_runnable()
@@ -587,6 +621,10 @@ class _Run:
         if run.cursor is None:
             stream = run.shape
             factory = _CURSOR_KINDS.get(stream.kind)
+            if factory is None and stream.kind in _CURSOR_MODULES:
+                # A stream read back from a checkpoint, before its planner was imported.
+                importlib.import_module(_CURSOR_MODULES[stream.kind])
+                factory = _CURSOR_KINDS.get(stream.kind)
             if factory is None:
                 raise ConfigurationError(f"no cursor for stream kind {stream.kind!r}")
             client = await self.fetcher.client_for(stream)
@@ -690,7 +728,7 @@ class _Run:
             self._cursors.discard(run.cursor)
             run.cursor = None
         failure = StreamFailedError(
-            f"stream {run.shape.name} failed: {error}",
+            f"stream {run.shape.name} failed: {error.message}",
             stream=committed or run.shape,
             operation=run.shape.operation,
             last_token=position if isinstance(position, str) else None,

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from asyncpager.paginate import PageStream, RequestHooks
+from asyncpager.pages import PageStream, RequestHooks
 from asyncpager.retry import RetryPolicy
 
 __all__ = ["Cursor", "OperationCursor", "Stream"]
@@ -42,6 +42,16 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(value, key=repr)
     return repr(value)
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__bytes__"}:
+            return bytes.fromhex(value["__bytes__"])
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_thawed(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +135,24 @@ class Stream:
             "shape": _frozen(self.shape),
             "labels": _frozen(self.labels),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stream:
+        """The inverse of :meth:`to_json` (bytes in params come back as bytes)."""
+        return cls(
+            service=data["service"],
+            operation=data["operation"],
+            params=_thawed(data.get("params") or {}),
+            region=data.get("region"),
+            profile=data.get("profile"),
+            endpoint_url=data.get("endpoint_url"),
+            position=data.get("position"),
+            page_size=data.get("page_size"),
+            max_items=data.get("max_items"),
+            kind=data.get("kind", "operation"),
+            shape=data.get("shape") or {},
+            labels=data.get("labels") or {},
+        )
 
     def __repr__(self) -> str:
         return f"Stream({self.name}, position={self.position!r})"

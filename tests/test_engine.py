@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import asyncpager
@@ -138,7 +139,7 @@ async def test_run_with_consumers_and_report(fleet: dict[str, Any]) -> None:
 
     async def consume(stream: Stream, page: dict[str, Any]) -> None:
         nonlocal result_items
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         seen.extend(items_of(stream, page))
         # The engine counts result-key items: EC2's are reservations.
         result_items += len(page.get("Contents", page.get("Items", page.get("Reservations", []))))
@@ -163,18 +164,15 @@ async def test_slow_consumer_bounds_pages_held(fleet: dict[str, Any]) -> None:
     consumed = 0
     peak = 0
 
-    class Counting(Fetcher):
-        pass
-
-    async with Counting(concurrency=4, queue_pages=3) as fetcher:
-        async with fetcher.pages(streams) as flow:
-            async for _stream, _page in flow:
-                produced = fetcher.stats.pages
-                # Pages fetched but not yet consumed: in the queue, in the
-                # workers' hands waiting for room, and the one held here.
-                peak = max(peak, produced - consumed)
-                consumed += 1
-                await anyio.sleep(0.005)
+    fetcher = Fetcher(concurrency=4, queue_pages=3)
+    async with fetcher, fetcher.pages(streams) as flow:
+        async for _stream, _page in flow:
+            produced = fetcher.stats.pages
+            # Pages fetched but not yet consumed: in the queue, in the
+            # workers' hands waiting for room, and the one held here.
+            peak = max(peak, produced - consumed)
+            consumed += 1
+            await anyio.sleep(0.005)
     assert consumed == fetcher.stats.pages >= 100
     assert peak <= 3 + 4 + 1
     assert fetcher.stats.peak_queue_depth <= 3
@@ -298,7 +296,8 @@ async def test_committed_position_resumes_exactly(fleet: dict[str, Any]) -> None
     # Two pages were handed out; the second was still held when we left, so
     # only the first one is committed.
     resume = flow.report.streams[0].committed
-    assert resume is not None and resume.position is not None
+    assert resume is not None
+    assert resume.position is not None
     rest: list[str] = []
     async with Fetcher(concurrency=1) as fetcher:
         async for _s, page in fetcher.pages([resume]):
@@ -310,3 +309,18 @@ async def test_committed_position_resumes_exactly(fleet: dict[str, Any]) -> None
 
 async def _ignore(stream: Stream, page: dict[str, Any]) -> None:
     return None
+
+
+async def test_stats_callback_sees_progress_and_run_ends(fleet: dict[str, Any]) -> None:
+    seen: list[int] = []
+
+    def on_stats(stats: asyncpager.Stats) -> None:
+        seen.append(stats.pages)
+
+    with anyio.fail_after(30):
+        async with Fetcher(concurrency=4, on_stats=on_stats, stats_interval=0.01) as fetcher:
+            report = await fetcher.run(all_streams(fleet)[:8], _ignore)
+    assert report.ok
+    assert seen, "the callback was never called"
+    assert seen[-1] == report.stats.pages
+    assert seen == sorted(seen)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import asyncpager
-from asyncpager.paginate import paginate
+from asyncpager.pages import paginate
 from tests.conftest import put_s3_keys
 
 pytestmark = pytest.mark.anyio

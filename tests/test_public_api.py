@@ -26,7 +26,7 @@ def test_public_classes_and_functions_are_exported() -> None:
         "asyncpager.errors": set(importlib.import_module("asyncpager.errors").__all__),
         "asyncpager.engine": {"Fetcher", "PageFlow", "RunReport", "Stats", "StreamStats"},
         "asyncpager.pacing": {"Aimd", "BucketStats", "Cubic", "Pacer", "RateLimit"},
-        "asyncpager.paginate": {"PageStream", "paginate"},
+        "asyncpager.pages": {"PageStream", "paginate"},
         "asyncpager.streams": {"Stream"},
     }
     for module_name, names in wanted.items():

@@ -33,7 +33,7 @@ from typing import Any
 
 from asyncpager.engine import register_cursor
 from asyncpager.errors import ConfigurationError
-from asyncpager.paginate import PageStream, RequestHooks
+from asyncpager.pages import PageStream, RequestHooks
 from asyncpager.plan.keyspace import KeyRange, key_bytes, split, split_after
 from asyncpager.retry import RetryPolicy
 from asyncpager.streams import Stream

@@ -1,0 +1,358 @@
+"""The ``asyncpager`` command, run for real as a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table
+from tests.conftest import put_s3_keys
+from tests.test_paginate_parity import AWKWARD_KEYS
+
+SECRET = "cli-test-secret-Zq81xWv0"  # a known value, searched for in everything written
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(
+        AWS_ACCESS_KEY_ID="AKIDCLITEST",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_SESSION_TOKEN="cli-test-session-token-Y7",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    out.update(extra)
+    return out
+
+
+def run(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncpager", *argv],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=timeout,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}: {done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def moto_data(moto_server: str) -> dict[str, Any]:
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
+    bucket = f"cli-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    put_s3_keys(s3, bucket, AWKWARD_KEYS)
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
+    table = f"cli-{uuid.uuid4().hex[:10]}"
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(40):
+        ddb.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": f"p{i:03d}"},
+                "n": {"N": "12345678901234567890.123456789"},
+                "b": {"B": bytes([i, 1, 2])},
+                "ss": {"SS": ["a", "b"]},
+                "formula": {"S": '=HYPERLINK("x")'},
+            },
+        )
+    return {"bucket": bucket, "table": table, "url": moto_server}
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    name = path.name
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    raw = path.read_bytes()
+    if name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+        name = name[:-3]
+    elif name.endswith(".zst"):
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        name = name[:-4]
+    text = raw.decode("utf-8")
+    if name.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def formats() -> Iterator[str]:
+    yield "out.jsonl"
+    yield "out.jsonl.gz"
+    yield "out.csv"
+    try:
+        import zstandard  # noqa: F401
+
+        yield "out.jsonl.zst"
+    except ImportError:
+        pass
+    try:
+        import pyarrow  # noqa: F401
+
+        yield "out.parquet"
+    except ImportError:
+        pass
+
+
+@pytest.mark.parametrize("name", list(formats()))
+def test_s3_export_equals_boto3(moto_data: dict[str, Any], tmp_path: Path, name: str) -> None:
+    out = tmp_path / name
+    run(
+        "s3", f"s3://{moto_data['bucket']}", "--endpoint-url", moto_data["url"],
+        "--region", "us-east-1", "-o", str(out), "--shards", "5", "--page-size", "4",
+    )  # fmt: skip
+    keys = [r["Key"] for r in read_records(out)]
+    assert sorted(keys) == sorted(AWKWARD_KEYS)
+    assert len(keys) == len(set(keys))
+
+
+def test_s3_to_stdout_with_query(moto_data: dict[str, Any]) -> None:
+    done = run(
+        "s3", f"s3://{moto_data['bucket']}/many/", "--endpoint-url", moto_data["url"],
+        "--region", "us-east-1", "--query", "Contents[].Key",
+    )  # fmt: skip
+    values = sorted(json.loads(line)["value"] for line in done.stdout.splitlines())
+    assert values == sorted(k for k in AWKWARD_KEYS if k.startswith("many/"))
+    assert done.stderr == ""  # not a terminal: nothing but errors
+
+
+def test_dynamodb_export_numbers_exact(moto_data: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    run(
+        "dynamodb", moto_data["table"], "--endpoint-url", moto_data["url"],
+        "--region", "us-east-1", "-o", str(out), "--segments", "4", "--page-size", "7",
+    )  # fmt: skip
+    text = out.read_text()
+    assert text.count("12345678901234567890.123456789") == 40
+    rows = read_records(out)
+    assert sorted(r["pk"] for r in rows) == [f"p{i:03d}" for i in range(40)]
+
+
+def test_csv_neutralises_formulas(moto_data: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    run(
+        "dynamodb", moto_data["table"], "--endpoint-url", moto_data["url"],
+        "--region", "us-east-1", "-o", str(out),
+    )  # fmt: skip
+    rows = read_records(out)
+    assert all(not r["formula"].startswith("=") for r in rows)
+    raw = tmp_path / "raw.csv"
+    run(
+        "dynamodb", moto_data["table"], "--endpoint-url", moto_data["url"],
+        "--region", "us-east-1", "-o", str(raw), "--csv-raw-formulas",
+    )  # fmt: skip
+    assert all(r["formula"].startswith("=") for r in read_records(raw))
+
+
+def test_call_across_regions_labels_items(moto_server: str, tmp_path: Path) -> None:
+    import boto3
+
+    regions = ["us-west-2", "ap-northeast-1", "eu-north-1"]
+    queue = f"cli-{uuid.uuid4().hex[:8]}"
+    for region in regions:
+        boto3.client("sqs", region_name=region, endpoint_url=moto_server).create_queue(
+            QueueName=f"{queue}-{region}"
+        )
+    out = tmp_path / "q.jsonl"
+    run(
+        "call", "sqs", "list_queues", "--params", json.dumps({"QueueNamePrefix": queue}),
+        "--regions", ",".join(regions), "--endpoint-url", moto_server, "-o", str(out),
+    )  # fmt: skip
+    rows = read_records(out)
+    assert sorted(r["_region"] for r in rows) == sorted(regions)
+    assert all(r["value"].endswith(r["_region"]) for r in rows)
+
+
+BAD_INPUTS = [
+    (["s3", "bucket/key"], "not an s3:// URL"),
+    (["s3", "s3://"], "no bucket"),
+    (["call", "nosuchservice", "list_things"], "unknown service"),
+    (["call", "s3", "list_everything"], "no operation"),
+    (["call", "s3", "get_object"], "not pageable"),
+    (["call", "s3", "list_buckets", "--region", "mars-north-9"], "unknown region"),
+    (["call", "s3", "list_objects_v2", "--params", "{nope"], "not valid JSON"),
+    (["s3", "s3://b-b-b", "--query", "Contents[."], "invalid --query"),
+    (["s3", "s3://b-b-b", "--rate", "0"], "positive number"),
+    (["s3", "s3://b-b-b", "--rate", "-3"], "positive number"),
+    (["dynamodb", "t", "--segments", "0"], "at least 1"),
+    (["dynamodb", "t", "--segments", "1000001"], "between 1 and 1000000"),
+    (["s3", "s3://b-b-b", "-o", "/nonexistent-dir/x/out.jsonl"], "/nonexistent-dir/x"),
+    (["s3", "s3://b-b-b", "--endpoint-url", "ftp://host"], "http(s) URL"),
+    (["s3", "s3://b-b-b", "--checkpoint", "cp.json"], "needs -o"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str) -> None:
+    done = run(*argv, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "cp.json"
+    checkpoint.write_text("{not json")
+    done = run(
+        "s3", "s3://b-b-b", "-o", str(tmp_path / "o.jsonl"), "--checkpoint", str(checkpoint),
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "corrupt checkpoint" in done.stderr
+    assert checkpoint.read_text() == "{not json"
+
+
+def test_unreachable_endpoint_is_clear(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    done = run(
+        "s3", "s3://b-b-b", "--endpoint-url", f"http://127.0.0.1:{free_port()}",
+        "-o", str(tmp_path / "o.jsonl"), check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "connect" in done.stderr.lower()
+    assert "Traceback" not in done.stderr
+
+
+# -- crash safety, against the fast local endpoint -----------------------------
+
+N_KEYS = 30_000
+N_ITEMS = 6_000
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[LocalEndpoint]:
+    with LocalEndpoint(
+        buckets=[Bucket("crash-bucket", N_KEYS, "unicode")],
+        tables=[Table("crash-table", N_ITEMS)],
+        latency=LatencyModel(fixed=0.02),
+    ) as ep:
+        yield ep
+
+
+def export_argv(endpoint: LocalEndpoint, kind: str, out: Path, checkpoint: Path) -> list[str]:
+    source = ["s3", "s3://crash-bucket", "--shards", "6", "--page-size", "250"]
+    if kind == "dynamodb":
+        source = ["dynamodb", "crash-table", "--segments", "5", "--page-size", "100"]
+    return [
+        sys.executable, "-m", "asyncpager", *source, "--endpoint-url", endpoint.url,
+        "--region", "us-east-1", "-o", str(out), "--checkpoint", str(checkpoint),
+        "--commit-interval", "0.05", "--concurrency", "8",
+    ]  # fmt: skip
+
+
+def interrupt_and_resume(
+    argv: list[str], sig: int, delays: list[float]
+) -> list[subprocess.CompletedProcess[str]]:
+    outcomes = []
+    for delay in delays:
+        process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=60)
+        outcomes.append(
+            subprocess.CompletedProcess(argv, process.returncode, stdout.decode(), stderr.decode())
+        )
+    final = subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    outcomes.append(final)
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("s3", "out.jsonl"), ("s3", "out.jsonl.gz"), ("dynamodb", "out.csv"), ("s3", "out.parquet")],
+)
+def test_kill_9_then_resume_exactly_once(
+    endpoint: LocalEndpoint, tmp_path: Path, kind: str, name: str
+) -> None:
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    out, checkpoint = tmp_path / name, tmp_path / "cp.json"
+    argv = export_argv(endpoint, kind, out, checkpoint)
+    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [1.2, 0.9, 1.5])
+    assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
+    rows = read_records(out)
+    ids = [r["Key"] if kind == "s3" else r["pk"] for r in rows]
+    total = N_KEYS if kind == "s3" else N_ITEMS
+    assert len(ids) == len(set(ids)) == total
+    assert oct(checkpoint.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_sigint_saves_exits_130_and_resumes(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
+    argv = export_argv(endpoint, "s3", out, checkpoint)
+    outcomes = interrupt_and_resume(argv, signal.SIGINT, [1.5, 1.0])
+    assert [o.returncode for o in outcomes[:-1]] == [130, 130]
+    assert all("progress saved" in o.stderr for o in outcomes[:-1])
+    keys = [r["Key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    # Run again: nothing left to do, nothing written twice.
+    again = subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0
+    assert len(read_records(out)) == N_KEYS
+
+
+def test_checkpoint_of_another_command_is_refused(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
+    argv = export_argv(endpoint, "s3", out, checkpoint)
+    subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=300, check=True)
+    other = [a if a != "250" else "100" for a in argv]  # another page size, another plan
+    done = subprocess.run(other, env=env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "another command" in done.stderr
+
+
+def test_no_secret_anywhere(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    out, checkpoint, stats = tmp_path / "out.jsonl", tmp_path / "cp.json", tmp_path / "s.json"
+    argv = [*export_argv(endpoint, "dynamodb", out, checkpoint), "--stats", str(stats)]
+    first = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    first.send_signal(signal.SIGINT)
+    stdout1, stderr1 = first.communicate(timeout=60)
+    second = subprocess.run(
+        [*argv, "--progress"], env=env(), capture_output=True, timeout=300, check=True
+    )
+    failing = run(
+        "dynamodb", "no-such-table", "--endpoint-url", endpoint.url, "-o",
+        str(tmp_path / "x.jsonl"), check=False,
+    )  # fmt: skip
+    assert failing.returncode == 1
+    written = [stdout1, stderr1, second.stdout, second.stderr]
+    written += [failing.stdout.encode(), failing.stderr.encode()]
+    written += [p.read_bytes() for p in tmp_path.iterdir() if p.is_file()]
+    for blob in written:
+        assert SECRET.encode() not in blob
+        assert b"cli-test-session-token" not in blob
+        assert b"Signature=" not in blob
+    body = json.loads(stats.read_text())
+    assert body["items_written"] > 0
