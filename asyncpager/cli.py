@@ -20,7 +20,7 @@ import functools
 import json
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -106,6 +106,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     pace.add_argument("--rate", type=_positive_float, help="requests per second (all streams)")
     pace.add_argument("--burst", type=_positive_float, help="requests allowed at once")
     pace.add_argument("--concurrency", type=_positive_int, default=32, help="requests in flight")
+    pace.add_argument(
+        "--no-fast-parse", action="store_true", help="parse answers with botocore's own parser"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", help="output file (default: stdout)")
     out.add_argument(
@@ -121,6 +124,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="live progress on stderr (default: when stderr is a terminal)",
     )  # fmt: skip
     out.add_argument("--stats", help="write the final figures as JSON to this file")
+    out.add_argument(
+        "--workers", type=_positive_int, default=1,
+        help="processes, each exporting a share of the streams (jsonl or parquet output)",
+    )  # fmt: skip
     out.add_argument(
         "--loop", choices=["uvloop", "asyncio"], help="event loop (default: uvloop if installed)"
     )
@@ -395,7 +402,16 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
     return streams, (["profile"] if len(profiles) > 1 else []), limits, total
 
 
-async def _run_export(args: argparse.Namespace, interrupted: anyio.Event) -> int:
+async def _run_export(
+    args: argparse.Namespace,
+    interrupted: anyio.Event,
+    *,
+    assigned: list[Stream] | None = None,
+    rate_share: float = 1.0,
+    live_stats: Callable[[Any], None] | None = None,
+) -> int:
+    """Plan and export. A worker of ``--workers`` passes the streams it was
+    assigned, its share of every rate, and where its figures go."""
     from asyncpager.checkpoint import Checkpoint, fingerprint
     from asyncpager.engine import Fetcher
     from asyncpager.export import export
@@ -418,6 +434,20 @@ async def _run_export(args: argparse.Namespace, interrupted: anyio.Event) -> int
         options["raw_formulas"] = True
     sink = open_sink(args.output, args.format, **options)
     streams, label_keys, limits, total = await _plan(args)
+    if assigned is not None:
+        streams = assigned
+    if rate_share != 1.0:
+        import dataclasses
+
+        limits = [
+            dataclasses.replace(
+                limit,
+                rate=limit.rate * rate_share,
+                burst=max(1.0, (limit.burst or limit.rate) * rate_share),
+                min_rate=None,
+            )
+            for limit in limits
+        ]
     records = make_records(
         query=query,
         plain_dynamodb=args.command == "dynamodb" and not args.dynamodb_json,
@@ -428,9 +458,10 @@ async def _run_export(args: argparse.Namespace, interrupted: anyio.Event) -> int
     fetcher = Fetcher(
         concurrency=args.concurrency,
         rate_limits=limits,
-        on_stats=progress.update,
+        on_stats=live_stats or progress.update,
         on_error="continue",
         verify_ssl=not args.no_verify_ssl,
+        fast_parse=False if args.no_fast_parse else None,
     )
     result = None
     with progress:
@@ -495,7 +526,24 @@ def _error_line(exc: BaseException) -> str:
     return text[:2000]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    async def body(interrupted: anyio.Event) -> int:
+        if args.command == "demo":
+            from asyncpager.demo import run_demo
+
+            return int(await run_demo(args))
+        if getattr(args, "workers", 1) > 1:
+            from asyncpager.parallel import run_parallel
+
+            return await run_parallel(args, argv, interrupted)
+        return await _run_export(args, interrupted)
+
+    return main_guarded(args, body)
+
+
+def main_guarded(args: argparse.Namespace, body: Callable[[anyio.Event], Awaitable[int]]) -> int:
+    """Run ``body`` on the chosen event loop with Ctrl-C (and SIGTERM) turned
+    into a clean stop, and every error into one line and an exit code."""
     interrupted_flag = {"set": False}
 
     async def entry() -> int:
@@ -511,11 +559,7 @@ def _run(args: argparse.Namespace) -> int:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch_signals)
                 try:
-                    if args.command == "demo":
-                        from asyncpager.demo import run_demo
-
-                        return int(await run_demo(args))
-                    return await _run_export(args, interrupted)
+                    return await body(interrupted)
                 finally:
                     tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -524,28 +568,17 @@ def _run(args: argparse.Namespace) -> int:
             raise _single(group) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    use_uvloop = args.loop != "asyncio"
-    if use_uvloop:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            if args.loop == "uvloop":
-                raise ConfigurationError("--loop uvloop: uvloop is not installed") from None
-            use_uvloop = False
-    code: int = anyio.run(entry, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
-    return EXIT_INTERRUPTED if interrupted_flag["set"] and code == EXIT_OK else code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["endpoint"]:
-        from asyncpager.testing.__main__ import main as endpoint_main
-
-        return int(endpoint_main(argv[1:]) or 0)
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return _run(args)
+        use_uvloop = args.loop != "asyncio"
+        if use_uvloop:
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                if args.loop == "uvloop":
+                    raise ConfigurationError("--loop uvloop: uvloop is not installed") from None
+                use_uvloop = False
+        code: int = anyio.run(entry, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+        return EXIT_INTERRUPTED if interrupted_flag["set"] and code == EXIT_OK else code
     except UsageError as exc:
         print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -577,6 +610,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"asyncpager: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["endpoint"]:
+        from asyncpager.testing.__main__ import main as endpoint_main
+
+        return int(endpoint_main(argv[1:]) or 0)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("asyncpager: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _run(args, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -290,7 +290,9 @@ class Fetcher:
 
     Clients: one aiobotocore client per (service, region, profile, endpoint),
     created on first use with botocore's own retries and adaptive limiter off
-    (asyncpager retries and paces), all closed on exit. Pass ``clients`` to
+    (asyncpager retries and paces) and with compiled response parsers
+    (``fast_parse``; identical pages, several times less CPU), all closed on
+    exit. Pass ``clients`` to
     use your own: a mapping from ``service`` or ``(service, region)`` to a
     client (aiobotocore or aioboto3); those are not closed.
     """
@@ -312,6 +314,7 @@ class Fetcher:
         stats_interval: float = 0.5,
         split: bool = True,
         verify_ssl: bool = True,
+        fast_parse: bool | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -331,6 +334,7 @@ class Fetcher:
         self.stats_interval = stats_interval
         self.split_enabled = split
         self.verify_ssl = verify_ssl
+        self.fast_parse = fast_parse
         self.stats = Stats()
         self._given_clients = dict(clients or {})
         self._session = session
@@ -421,7 +425,9 @@ class Fetcher:
         )
         if self._client_config is not None:
             config = config.merge(self._client_config)
-        return await self._stack.enter_async_context(
+        from asyncpager.parsers import install as install_parsers
+
+        client = await self._stack.enter_async_context(
             session.create_client(
                 stream.service,
                 region_name=stream.region,
@@ -430,6 +436,11 @@ class Fetcher:
                 verify=None if self.verify_ssl else False,
             )
         )
+        # Parsing, not the network, caps a core (about 15 S3 pages a second
+        # with botocore's parser): clients the fetcher makes parse with the
+        # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
+        install_parsers(client, enabled=self.fast_parse)
+        return client
 
     # -- running ---------------------------------------------------------
 

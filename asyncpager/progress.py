@@ -14,7 +14,7 @@ from typing import Any
 
 from asyncpager.engine import Stats
 
-__all__ = ["Progress", "describe"]
+__all__ = ["Progress", "describe", "describe_many"]
 
 
 def _rate(value: float) -> str:
@@ -37,6 +37,27 @@ def describe(stats: Stats, total_items: int | None = None) -> str:
         left = max(0, total_items - stats.items) / stats.items_per_second
         parts.append(f"~{_duration(left)} left of ~{total_items:,}")
     return " · ".join(parts)
+
+
+def describe_many(parts: list[dict[str, Any]]) -> str:
+    """One line for the figures of several worker processes together."""
+
+    def total(key: str) -> float:
+        return sum(float(p.get(key) or 0) for p in parts)
+
+    elapsed = max((float(p.get("elapsed") or 0) for p in parts), default=0.0)
+    rate = total("items") / elapsed if elapsed > 0 else 0.0
+    return " · ".join(
+        [
+            f"{int(total('items')):,} items",
+            f"{int(total('pages')):,} pages",
+            f"{_rate(rate)} items/s",
+            f"streams {int(total('streams_done')):,}/{int(total('streams_total')):,}",
+            f"throttles {int(total('throttles')):,}",
+            f"retries {int(total('retries')):,}",
+            f"{len(parts)} workers",
+        ]
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -87,6 +108,12 @@ class Progress:
             from rich.text import Text
 
             self._live.update(Text(describe(stats, self.total_items)))
+
+    def update_many(self, line: str) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(line))
 
     def say(self, line: str) -> None:
         if self.enabled:

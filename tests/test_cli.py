@@ -356,3 +356,39 @@ def test_no_secret_anywhere(endpoint: LocalEndpoint, tmp_path: Path) -> None:
         assert b"Signature=" not in blob
     body = json.loads(stats.read_text())
     assert body["items_written"] > 0
+
+
+@pytest.mark.parametrize("name", ["out.jsonl.gz", "out.parquet"])
+def test_workers_kill_9_then_resume_exactly_once(
+    endpoint: LocalEndpoint, tmp_path: Path, name: str
+) -> None:
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    out, checkpoint = tmp_path / name, tmp_path / "cp.json"
+    argv = [*export_argv(endpoint, "s3", out, checkpoint), "--workers", "2"]
+    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [1.5, 1.2])
+    assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
+    keys = [r["Key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    assert not (tmp_path / f"{name}.workers").exists()
+    # The coordinator's kill took its workers with it: nothing writes any more.
+    size = out.stat().st_size
+    time.sleep(0.5)
+    assert out.stat().st_size == size
+
+
+def test_workers_refuse_csv_and_a_changed_worker_count(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    csv_out = tmp_path / "out.csv"
+    done = run("s3", "s3://crash-bucket", "--endpoint-url", endpoint.url, "-o", str(csv_out),
+               "--workers", "2", check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "jsonl or parquet" in done.stderr
+    out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
+    argv = [*export_argv(endpoint, "s3", out, checkpoint), "--workers", "2"]
+    interrupt_and_resume(argv, signal.SIGKILL, [1.2])
+    three = [*argv[:-1], "3"]
+    again = subprocess.run(three, env=env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2
+    assert "--workers" in again.stderr

@@ -1,0 +1,318 @@
+"""``--workers N``: one export on every core.
+
+One Python process tops out at what one core can parse (about 15 S3 pages
+per second with botocore's parser), however many requests are in flight. So
+the coordinator plans once, deals the streams round-robin to ``N`` worker
+processes, and each worker runs the ordinary crash-safe export of its share
+(its own event loop, its own engine, ``1/N`` of every rate limit) into a part
+file with a checkpoint of its own. Shards that turn out large still split,
+inside their worker. When every worker is done, the coordinator joins the
+parts into the output (JSON Lines parts are concatenated byte for byte, gzip
+members and zstd frames included; Parquet parts are merged) with one atomic
+rename, and marks the main checkpoint complete.
+
+Crash safety is each worker's: kill anything at any moment, run the same
+command again, and every worker resumes its own part from its own checkpoint
+(the deal of streams to workers is saved in the main checkpoint before any
+work starts, and a different ``--workers`` is refused). Workers die with the
+coordinator (``PR_SET_PDEATHSIG`` on Linux, and they also stop when their
+standard input closes), so a killed run leaves no orphan writing to a part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
+from asyncpager.errors import ConfigurationError
+from asyncpager.streams import Stream
+
+__all__ = ["run_parallel"]
+
+_JOINABLE = ("jsonl", "parquet")
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    from asyncpager.sinks import detect_format
+
+    fmt = args.format or (detect_format(args.output)[0] if args.output else None) or "jsonl"
+    return str(fmt)
+
+
+async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: anyio.Event) -> int:
+    """The coordinator of ``--workers N`` (N > 1)."""
+    from asyncpager.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _plan, _plan_fingerprint
+    from asyncpager.progress import Progress, describe_many
+
+    workers = int(args.workers)
+    fmt = _output_format(args)
+    if fmt not in _JOINABLE:
+        raise ConfigurationError(f"--workers needs jsonl or parquet output, not {fmt}")
+    if fmt == "parquet" and not args.output:
+        raise ConfigurationError("parquet output needs -o/--output")
+    if args.max_items is not None:
+        raise ConfigurationError("--max-items counts across all items: use --workers 1")
+    main_fp = fingerprint({**_plan_fingerprint(args), "workers": workers})
+    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None:
+        checkpoint.check_writable()
+        try:
+            state = checkpoint.load(main_fp)
+        except ConfigurationError as exc:
+            if "another command" in str(exc):
+                raise ConfigurationError(
+                    f"checkpoint {args.checkpoint} was written for another command, plan or "
+                    "number of --workers; use another --checkpoint path or delete it"
+                ) from None
+            raise
+    else:
+        state = None
+    if state is not None and state.complete:
+        if args.progress:
+            print(f"asyncpager: already complete ({state.items_written} items)", file=sys.stderr)
+        return EXIT_OK
+    if args.output:
+        parts_dir = Path(f"{args.output}.workers")
+    else:
+        parts_dir = Path(tempfile.mkdtemp(prefix="asyncpager-workers-"))
+    if state is not None:
+        groups = [[Stream.from_json(s) for s in g] for g in state.extra["groups"]]
+    else:
+        streams, _labels, _limits, _total = await _plan(args)
+        groups = [streams[i::workers] for i in range(workers)]
+        if checkpoint is not None:
+            # The deal is saved before any work: a resumed run gives every
+            # worker the same streams, so its part checkpoint still applies.
+            checkpoint.save(
+                CheckpointState(
+                    fingerprint=main_fp,
+                    streams=[],
+                    extra={
+                        "workers": workers,
+                        "groups": [[s.to_json() for s in g] for g in groups],
+                    },
+                )
+            )
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
+    processes: list[subprocess.Popen[bytes]] = []
+    stats_files: list[Path] = []
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = Progress(enabled=show)
+    code = EXIT_OK
+    with progress:
+        try:
+            for index, group in enumerate(groups):
+                config: dict[str, Any] = {
+                    "argv": argv,
+                    "index": index,
+                    "workers": workers,
+                    "output": str(parts_dir / f"part-{index:04d}{suffix}"),
+                    "checkpoint": str(parts_dir / f"part-{index:04d}.ckpt"),
+                    "stats": str(parts_dir / f"part-{index:04d}.stats.json"),
+                    "streams": [s.to_json() for s in group],
+                }
+                config_path = parts_dir / f"part-{index:04d}.json"
+                config_path.write_text(json.dumps(config), encoding="utf-8")
+                stats_files.append(Path(config["stats"]))
+                processes.append(
+                    subprocess.Popen(  # noqa: ASYNC220 - a few starts, then the loop polls
+                        [sys.executable, "-m", "asyncpager.parallel", str(config_path)],
+                        stdin=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        # Ctrl-C goes to the coordinator only; it forwards it.
+                        start_new_session=True,
+                    )
+                )
+            while any(p.poll() is None for p in processes):
+                if interrupted.is_set():
+                    for p in processes:
+                        if p.poll() is None:
+                            p.send_signal(signal.SIGINT)
+                    break
+                progress.update_many(describe_many(_read_stats(stats_files)))
+                await anyio.sleep(0.25)
+            codes = [await anyio.to_thread.run_sync(p.wait) for p in processes]
+        finally:
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                if p.stdin is not None:
+                    p.stdin.close()
+    errors = [p.stderr.read().decode("utf-8", "replace") if p.stderr else "" for p in processes]
+    for p in processes:
+        if p.stderr is not None:
+            p.stderr.close()
+    if interrupted.is_set() or any(c == EXIT_INTERRUPTED for c in codes):
+        print("asyncpager: interrupted; progress saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if any(c != EXIT_OK for c in codes):
+        for text in errors:
+            for line in text.splitlines():
+                if line.strip():
+                    print(line, file=sys.stderr)
+        worst = max(codes, key=lambda c: (c == 2, c != 0))
+        return worst if worst in (1, 2) else EXIT_FAILED
+    parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
+    written = sum(_items_written(f) for f in stats_files)
+    await anyio.to_thread.run_sync(_join, parts, args.output, fmt)
+    if checkpoint is not None:
+        checkpoint.save(
+            CheckpointState(fingerprint=main_fp, streams=[], items_written=written, complete=True)
+        )
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    if args.stats:
+        totals = _read_stats(stats_files)
+        body = {"workers": workers, "items_written": written, "per_worker": totals}
+        with contextlib.suppress(OSError):
+            await anyio.Path(args.stats).write_text(json.dumps(body, indent=2), encoding="utf-8")
+    if show:
+        print(f"asyncpager: wrote {written:,} items with {workers} workers", file=sys.stderr)
+    return code
+
+
+def _read_stats(files: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for path in files:
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            out.append({})
+    return out
+
+
+def _items_written(path: Path) -> int:
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8")).get("items_written") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _join(parts: list[Path], output: str | None, fmt: str) -> None:
+    """Join the parts into ``output`` atomically (stdout: just copy)."""
+    if output is None:
+        for part in parts:
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if fmt == "parquet":
+            _join_parquet(parts, Path(tmp))
+        else:
+            # A concatenation of JSON Lines files (or of gzip members, or of
+            # zstd frames) is itself one valid file.
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with part.open("rb") as handle:
+                        shutil.copyfileobj(handle, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _join_parquet(parts: list[Path], tmp: Path) -> None:
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    present = [p for p in parts if p.exists()]
+    schemas = [pq.read_schema(p) for p in present]
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for part in present:
+            table = pq.read_table(part)
+            for name in schema.names:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+            writer.write_table(table.select(schema.names).cast(schema))
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def worker_main(config_path: str) -> int:
+    """One worker: the ordinary export of the streams it was dealt."""
+    _die_with_parent()
+    from asyncpager.cli import EXIT_INTERRUPTED, build_parser, main_guarded
+
+    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    args = build_parser().parse_args(config["argv"])
+    args.output = config["output"]
+    args.checkpoint = config["checkpoint"]
+    args.stats = config["stats"]
+    args.progress = False
+    args.workers = 1
+    assigned = [Stream.from_json(s) for s in config["streams"]]
+    stats_path = Path(config["stats"])
+
+    def live(stats: Any) -> None:
+        body = stats.as_dict()
+        tmp = stats_path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(body), encoding="utf-8")
+            os.replace(tmp, stats_path)
+
+    async def entry(interrupted: anyio.Event) -> int:
+        from asyncpager.cli import _run_export
+
+        async def parent_gone() -> None:
+            # The coordinator holds our stdin open; EOF means it is gone.
+            await anyio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+            interrupted.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(parent_gone)
+            try:
+                code = await _run_export(
+                    args,
+                    interrupted,
+                    assigned=assigned,
+                    rate_share=1.0 / int(config["workers"]),
+                    live_stats=live,
+                )
+            finally:
+                tg.cancel_scope.cancel()
+        return code
+
+    code = main_guarded(args, entry)
+    return EXIT_INTERRUPTED if code == EXIT_INTERRUPTED else code
+
+
+if __name__ == "__main__":
+    exit_code = worker_main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The thread that watches stdin for the coordinator's exit may still be
+    # blocked in read(); everything is saved, so leave without joining it.
+    os._exit(exit_code)

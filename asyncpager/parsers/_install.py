@@ -1,0 +1,269 @@
+"""Putting compiled parsers under a botocore or aiobotocore client.
+
+Both endpoints parse a response the same way::
+
+    parser = self._response_parser_factory.create_parser(protocol)
+    parsed = parser.parse(response_dict, operation_model.output_shape)  # awaited in aiobotocore
+
+(aiobotocore 2.25, the version aioboto3 pins, and 3.x make the same call,
+with an ``async def parse``.) The factory is a component of the *session*,
+shared by every client the session makes, so :func:`install` leaves it alone
+and gives one client's endpoint a wrapping factory instead; the wrapper's
+parsers keep ``parse`` sync or async, like the parser they wrap.
+
+The compiled path is taken only for a successful (status < 300),
+non-streaming response to an operation whose output shape compiled; error
+responses, modeled-error parses, streaming bodies, event streams,
+uncompiled shapes and any response the compiled code declines go to the
+wrapped botocore parser, unchanged. ``after-call`` handlers (S3's
+``EncodingType=url`` decoding among them) still run on the result, as they
+would on botocore's.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from botocore.parsers import ResponseParser
+from botocore.utils import lowercase_dict
+
+from asyncpager.parsers._compiler import (
+    PROTOCOLS,
+    CompiledParser,
+    compile_operation,
+    default_blob_parser,
+)
+from asyncpager.parsers._timestamps import fast_timestamp, is_default_timestamp_parser
+
+__all__ = [
+    "ENV_VAR",
+    "FastParserFactory",
+    "fast_parse_enabled",
+    "install",
+    "is_installed",
+    "uninstall",
+]
+
+ENV_VAR = "ASYNCPAGER_FAST_PARSE"
+_OFF = frozenset({"0", "false", "no", "off"})
+_LOG = logging.getLogger("botocore.parsers")
+
+
+def fast_parse_enabled() -> bool:
+    """False when the environment says ``ASYNCPAGER_FAST_PARSE=0`` (or
+    ``false``, ``no``, ``off``): :func:`install` then does nothing unless
+    asked with ``enabled=True``."""
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in _OFF
+
+
+def _is_default_blob_parser(parser: Callable[[Any], Any]) -> bool:
+    return getattr(parser, "__func__", None) is ResponseParser._default_blob_parser
+
+
+class FastParserFactory:
+    """A response parser factory for one client: botocore's parsers, fronted
+    by compiled ones where the operation compiled.
+
+    ``original`` is the factory the client had; everything this class does
+    not define is forwarded to it. Compiled parsers are looked up by the
+    identity of the output shape the endpoint passes (the client's operation
+    models are cached, so this is one dict lookup per response).
+    """
+
+    def __init__(
+        self,
+        original: Any,
+        service_model: Any,
+        *,
+        raw: bool = False,
+        pause_gc: bool = True,
+    ) -> None:
+        self.original = original
+        self.service_model = service_model
+        self.raw = raw
+        self.pause_gc = pause_gc
+        self._compiled: dict[tuple[int, str], tuple[Any, CompiledParser | None]] = {}
+        self._async: dict[str, bool] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+    def create_parser(self, protocol_name: str) -> Any:
+        parser = self.original.create_parser(protocol_name)
+        if protocol_name not in PROTOCOLS:
+            return parser
+        is_async = self._async.get(protocol_name)
+        if is_async is None:
+            is_async = inspect.iscoroutinefunction(parser.parse)
+            self._async[protocol_name] = is_async
+        if is_async:
+            return _AsyncFastParser(parser, protocol_name, self)
+        return _FastParser(parser, protocol_name, self)
+
+    def compiled_for(
+        self, shape: Any, response: dict[str, Any], protocol: str, parser: Any
+    ) -> CompiledParser | None:
+        """The compiled parser for ``shape``, built on first use."""
+        key = (id(shape), protocol)
+        entry = self._compiled.get(key)
+        if entry is not None and entry[0] is shape:
+            return entry[1]
+        compiled = None
+        context = response.get("context")
+        name = context.get("operation_name") if isinstance(context, dict) else None
+        if name is not None and name in self.service_model.operation_names:
+            operation = self.service_model.operation_model(name)
+            # Only the operation's own output shape: a modeled error shape or
+            # a caller's own shape goes to botocore.
+            if operation.output_shape is shape:
+                timestamp = parser._timestamp_parser
+                if is_default_timestamp_parser(timestamp):
+                    timestamp = fast_timestamp
+                blob = parser._blob_parser
+                if _is_default_blob_parser(blob):
+                    blob = default_blob_parser
+                compiled = compile_operation(
+                    operation,
+                    protocol,
+                    timestamp_parser=timestamp,
+                    blob_parser=blob,
+                    raw=self.raw,
+                )
+        self._compiled[key] = (shape, compiled)
+        return compiled
+
+
+class _FastParser:
+    """Wraps one botocore parser (``create_parser`` makes one per response)."""
+
+    __slots__ = ("_factory", "_original", "_protocol")
+
+    def __init__(self, original: Any, protocol: str, factory: FastParserFactory) -> None:
+        self._original = original
+        self._protocol = protocol
+        self._factory = factory
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+    def _fast(self, response: dict[str, Any], shape: Any) -> dict[str, Any] | None:
+        if shape is None or response["status_code"] >= 300:
+            return None
+        compiled = self._factory.compiled_for(shape, response, self._protocol, self._original)
+        if compiled is None:
+            return None
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug("Response headers: %r", response["headers"])
+            _LOG.debug("Response body:\n%r", response["body"])
+        parsed = _run(compiled, response, self._factory.pause_gc)
+        if parsed is None:
+            return None
+        # ResponseParser.parse: status code and lower-cased headers, then the
+        # checksum algorithm the checksum handler validated.
+        metadata = parsed.get("ResponseMetadata", {})
+        metadata["HTTPStatusCode"] = response["status_code"]
+        metadata["HTTPHeaders"] = lowercase_dict(response["headers"])
+        parsed["ResponseMetadata"] = metadata
+        algorithm = response.get("context", {}).get("checksum", {}).get("response_algorithm")
+        if algorithm:
+            metadata["ChecksumAlgorithm"] = algorithm
+        return parsed
+
+    def parse(self, response: dict[str, Any], shape: Any) -> Any:
+        parsed = self._fast(response, shape)
+        if parsed is None:
+            return self._original.parse(response, shape)
+        return parsed
+
+
+class _AsyncFastParser(_FastParser):
+    __slots__ = ()
+
+    async def parse(self, response: dict[str, Any], shape: Any) -> Any:
+        parsed = self._fast(response, shape)
+        if parsed is None:
+            return await self._original.parse(response, shape)
+        return parsed
+
+
+def _run(
+    compiled: CompiledParser, response: dict[str, Any], pause_gc: bool
+) -> dict[str, Any] | None:
+    """Run ``compiled``; ``None`` when botocore's parser must take over.
+
+    A page is tens of thousands of new containers that all survive the
+    parse; the cyclic collector would walk them (and, through the
+    generations it promotes them to, the whole heap) again and again while
+    they are built, which costs as much as building them. So the collector
+    is paused for the one synchronous call (never across an ``await``) and
+    put back as it was found.
+    """
+    if pause_gc and gc.isenabled():
+        gc.disable()
+        try:
+            return compiled(response)
+        except Exception:
+            return None
+        finally:
+            gc.enable()
+    try:
+        return compiled(response)
+    except Exception:
+        return None
+
+
+def install(
+    client: Any,
+    *,
+    enabled: bool | None = None,
+    raw: bool = False,
+    pause_gc: bool = True,
+) -> bool:
+    """Parse ``client``'s responses with compiled parsers where they exist.
+
+    Works on botocore, boto3, aiobotocore and aioboto3 clients; returns
+    whether the client now uses them. ``enabled=None`` follows the
+    ``ASYNCPAGER_FAST_PARSE`` environment variable (on unless it says
+    ``0``); ``False`` leaves the client alone. Installing again replaces
+    the settings.
+
+    ``raw=True`` skips conversions nobody reads when the page is written out
+    as it came (DynamoDB JSON straight to a file): blobs stay base64 text,
+    timestamps stay as sent, ``rest-json`` numbers and booleans stay as
+    decoded, and JSON subtrees that are then left with nothing to convert
+    are handed over exactly as decoded (unknown keys and ``null`` members
+    included, in wire order). Pages then differ from botocore's on purpose.
+
+    ``pause_gc`` pauses the cyclic garbage collector during each compiled
+    parse (see ``_run``).
+    """
+    if enabled is None:
+        enabled = fast_parse_enabled()
+    if not enabled:
+        return False
+    endpoint = client._endpoint
+    factory = endpoint._response_parser_factory
+    if isinstance(factory, FastParserFactory):
+        factory = factory.original
+    endpoint._response_parser_factory = FastParserFactory(
+        factory, client.meta.service_model, raw=raw, pause_gc=pause_gc
+    )
+    return True
+
+
+def uninstall(client: Any) -> None:
+    """Give ``client`` back the parser factory it had before :func:`install`."""
+    endpoint = client._endpoint
+    factory = endpoint._response_parser_factory
+    if isinstance(factory, FastParserFactory):
+        endpoint._response_parser_factory = factory.original
+
+
+def is_installed(client: Any) -> bool:
+    """Whether ``client`` parses with compiled parsers."""
+    return isinstance(client._endpoint._response_parser_factory, FastParserFactory)
