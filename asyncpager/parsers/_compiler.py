@@ -99,6 +99,10 @@ _M = _Missing()
 # -- tokenizers -------------------------------------------------------------------
 
 
+#: Where the S3 error check leaves the tree it parsed, for the parser to reuse.
+PARSED_ROOT = "asyncpager_xml_root"
+
+
 def _xml_root(body: bytes) -> ETree.Element:
     # The same construction as botocore's ``_parse_xml_string_to_dom``: the
     # ``encoding`` argument overrides the document's declaration, so both
@@ -894,7 +898,11 @@ class _Generator:
         if self.xml:
             root = [
                 "    body = response['body']",
-                "    root = _xml_root(body) if body else _xml_empty()",
+                # S3's body was already parsed once to look for an error
+                # hidden in a 200 answer (see _install.py): reuse that tree.
+                f"    root = response.pop({PARSED_ROOT!r}, None)",
+                "    if root is None:",
+                "        root = _xml_root(body) if body else _xml_empty()",
             ]
         else:
             root = [
