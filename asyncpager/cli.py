@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s3 = sub.add_parser("s3", help="list objects, sharded by key range")
     s3.add_argument("urls", nargs="+", metavar="s3://BUCKET[/PREFIX]")
-    s3.add_argument("--shards", type=_positive_int, default=16, help="initial key ranges per URL")
+    s3.add_argument(
+        "--shards", type=_positive_int,
+        help="initial key ranges per URL (default: 8 shared among the URLs; "
+        "large ranges split while workers are idle)",
+    )  # fmt: skip
     s3.add_argument("--delimiter", help="list common prefixes (not sharded)")
     s3.add_argument("--snapshot", action="store_true", help="leave out objects modified later")
     _common(s3)
@@ -323,9 +327,13 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             parse_s3_url(url)
         if args.region:
             check_region(args.region, "s3")
+        # Few initial shards: a shard that turns out large splits while
+        # workers are idle, and each extra shard costs at least one request
+        # (and a page read past its end), which small buckets pay in full.
+        shards = args.shards or max(1, 8 // len(args.urls))
         streams = plan_s3(
             args.urls,
-            shards=args.shards,
+            shards=shards,
             region=args.region,
             profile=args.profile,
             endpoint_url=args.endpoint_url,
@@ -379,6 +387,9 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             params,
             regions=regions,
             profiles=profiles,
+            # Account ids (one STS call per profile) only label a fan-out
+            # across accounts; a single account's items say their region.
+            resolve_accounts=bool(args.profiles),
             endpoint_url=args.endpoint_url,
             page_size=args.page_size,
         )

@@ -108,7 +108,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         jobs = [
             (
                 "S3 ListObjectsV2",
-                ["s3", f"s3://{BUCKET}", "--shards", "32", "--concurrency", "64"],
+                ["s3", f"s3://{BUCKET}", "--concurrency", "64"],
                 "s3",
                 _boto3_s3,
             ),
