@@ -42,6 +42,8 @@ from asyncpager.tokens import encode_token
 __all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3"]
 
 KIND = "s3-range"
+#: Pages a shard lists between two splits (see S3RangeCursor.split).
+SPLIT_EVERY = 4
 # S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
@@ -150,6 +152,7 @@ class S3RangeCursor:
         self._splittable = "Delimiter" not in params
         self._prefix = str(params.get("Prefix", ""))
         self._finished = False
+        self._pages_at_split = 0
         self._pages = PageStream(
             client,
             "list_objects_v2",
@@ -210,8 +213,15 @@ class S3RangeCursor:
         return self._pages.requests, self._pages.retries, self._pages.throttles
 
     def split(self) -> tuple[Stream, Stream] | None:
+        # A split costs a page: the narrowed shard's last page runs past its
+        # new bound and is parsed for nothing. A shard splits at most once
+        # every SPLIT_EVERY pages, which keeps that waste under 1/SPLIT_EVERY
+        # of the pages while the stream count still doubles every few pages.
         if self._finished or not self._splittable:
             return None
+        if self._pages.pages - self._pages_at_split < SPLIT_EVERY:
+            return None
+        self._pages_at_split = self._pages.pages
         halves = split_after(self._range, self._after, prefix=self._prefix)
         if halves is None:
             return None
