@@ -94,6 +94,9 @@ class StreamStats:
     retries: int = 0
     throttles: int = 0
     status: Literal["waiting", "running", "done", "failed", "cancelled"] = "waiting"
+    #: Pages handed to consumers and not yet acknowledged. A stream whose
+    #: last page was fetched is "done", but it is settled only when this is 0.
+    outstanding: int = 0
     error: AsyncPagerError | None = None
     #: Where a new run would resume: the stream at its committed position.
     committed: Stream | None = None
@@ -150,10 +153,12 @@ class RunReport:
     def resume_streams(self) -> list[Stream]:
         """The streams that would finish the work: every stream not done, at
         its committed position."""
+        # A stream whose last page was fetched but not yet acknowledged is
+        # not finished: leaving it out would lose the pages still queued.
         return [
             s.committed or s.stream
             for s in self.streams
-            if s.status != "done" and (s.committed or s.stream) is not None
+            if (s.status != "done" or s.outstanding > 0) and (s.committed or s.stream) is not None
         ]
 
 
@@ -681,14 +686,18 @@ class _Run:
         await self.budget.acquire(size)
         try:
             self.stats.queue_bytes = self.budget.used
+            run.stats.outstanding += 1
             await send.send(_Delivery(run, seq, page, size))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # Every consumer is gone (it failed or the flow was closed); the
             # run is ending and its owner reports why.
+            run.stats.outstanding -= 1
             self.budget.release(size)
             self.cancel()
             return False
         except BaseException:
+            # Never handed over: not outstanding, and never acknowledged.
+            run.stats.outstanding -= 1
             self.budget.release(size)
             raise
         depth = send.statistics().current_buffer_used
@@ -753,6 +762,7 @@ class _Run:
 
     def ack(self, delivery: _Delivery) -> None:
         run = delivery.run
+        run.stats.outstanding -= 1
         self.budget.release(delivery.size)
         self.stats.queue_bytes = self.budget.used
         if delivery.seq == run.acked:

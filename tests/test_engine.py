@@ -324,3 +324,30 @@ async def test_stats_callback_sees_progress_and_run_ends(fleet: dict[str, Any]) 
     assert seen, "the callback was never called"
     assert seen[-1] == report.stats.pages
     assert seen == sorted(seen)
+
+
+async def test_a_fetched_stream_is_resumed_until_its_pages_are_consumed(
+    fleet: dict[str, Any],
+) -> None:
+    # The stream's last page is fetched long before the slow consumer takes
+    # it: a checkpoint taken then must still hold the stream, or the pages
+    # in the queue would be lost on resume.
+    stream = all_streams(fleet, page_size=1)[6]  # a 9-key bucket: 9 pages
+    fetched = anyio.Event()
+
+    def on_stats(stats: asyncpager.Stats) -> None:
+        if stats.streams_done:
+            fetched.set()
+
+    fetcher = Fetcher(concurrency=2, queue_pages=32, on_stats=on_stats, stats_interval=0.01)
+    async with fetcher, fetcher.pages([stream]) as flow:
+        first = await flow.__anext__()
+        with anyio.fail_after(10):
+            await fetched.wait()
+        resume = fetcher.resume_streams()
+        assert len(resume) == 1
+        assert resume[0].params == stream.params
+        rest = [page async for _s, page in flow]
+        assert fetcher.resume_streams() == []
+    keys = [o["Key"] for _s, p in [first, *[(None, r) for r in rest]] for o in p["Contents"]]
+    assert len(keys) == len(set(keys)) == 9
