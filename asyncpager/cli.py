@@ -125,8 +125,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     out.add_argument("--stats", help="write the final figures as JSON to this file")
     out.add_argument(
-        "--workers", type=_positive_int, default=1,
-        help="processes, each exporting a share of the streams (jsonl or parquet output)",
+        "--workers", type=_positive_int,
+        help="processes, each exporting a share of the streams (default: one per core "
+        "for jsonl and parquet output, else 1)",
     )  # fmt: skip
     out.add_argument(
         "--loop", choices=["uvloop", "asyncio"], help="event loop (default: uvloop if installed)"
@@ -423,27 +424,12 @@ async def _run_export(
 ) -> int:
     """Plan and export. A worker of ``--workers`` passes the streams it was
     assigned, its share of every rate, and where its figures go."""
-    from asyncpager.checkpoint import Checkpoint, fingerprint
+    from asyncpager.checkpoint import fingerprint
     from asyncpager.engine import Fetcher
     from asyncpager.export import export
     from asyncpager.progress import Progress
-    from asyncpager.sinks import open_sink
 
-    query = _compile_query(args.query)
-    if args.checkpoint and not args.output:
-        raise ConfigurationError("--checkpoint needs -o/--output: stdout cannot be resumed")
-    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
-    if checkpoint is not None:
-        checkpoint.check_writable()
-    options: dict[str, Any] = {}
-    if args.csv_raw_formulas:
-        from asyncpager.sinks import detect_format
-
-        fmt = args.format or detect_format(args.output)[0] if args.output else args.format
-        if fmt != "csv":
-            raise ConfigurationError("--csv-raw-formulas applies to CSV output only")
-        options["raw_formulas"] = True
-    sink = open_sink(args.output, args.format, **options)
+    query, checkpoint, sink = check_export_args(args)
     streams, label_keys, limits, total = await _plan(args)
     if assigned is not None:
         streams = assigned
@@ -521,6 +507,31 @@ async def _run_export(
     return EXIT_OK
 
 
+def check_export_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Everything about the output that can be wrong, found before any work:
+    the query, the checkpoint, the output path. Returns the compiled query,
+    the checkpoint (or None) and the sink."""
+    from asyncpager.checkpoint import Checkpoint
+    from asyncpager.sinks import open_sink
+
+    query = _compile_query(args.query)
+    if args.checkpoint and not args.output:
+        raise ConfigurationError("--checkpoint needs -o/--output: stdout cannot be resumed")
+    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None:
+        checkpoint.check_writable()
+    options: dict[str, Any] = {}
+    if args.csv_raw_formulas:
+        from asyncpager.sinks import detect_format
+
+        fmt = args.format or detect_format(args.output)[0] if args.output else args.format
+        if fmt != "csv":
+            raise ConfigurationError("--csv-raw-formulas applies to CSV output only")
+        options["raw_formulas"] = True
+    sink = open_sink(args.output, args.format, **options)
+    return query, checkpoint, sink
+
+
 def _write_stats(path: str, fetcher: Any, result: Any) -> None:
     body = fetcher.stats.as_dict()
     body["items_written"] = result.items_written if result is not None else None
@@ -543,13 +554,33 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             from asyncpager.demo import run_demo
 
             return int(await run_demo(args))
-        if getattr(args, "workers", 1) > 1:
+        if _workers(args) > 1:
             from asyncpager.parallel import run_parallel
 
             return await run_parallel(args, argv, interrupted)
         return await _run_export(args, interrupted)
 
     return main_guarded(args, body)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """``--workers``, or by default one per core where the output can be
+    joined from parts (JSON Lines, Parquet) and nothing counts across them."""
+    if getattr(args, "workers", None):
+        given = int(args.workers)
+        args.workers = given
+        return given
+    import os
+
+    from asyncpager.sinks import detect_format
+
+    fmt = args.format or (detect_format(args.output)[0] if args.output else None) or "jsonl"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    auto = cores or 1
+    if fmt not in ("jsonl", "parquet") or args.max_items is not None:
+        auto = 1
+    args.workers = auto
+    return auto
 
 
 def main_guarded(args: argparse.Namespace, body: Callable[[anyio.Event], Awaitable[int]]) -> int:

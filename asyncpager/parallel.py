@@ -54,10 +54,19 @@ def _output_format(args: argparse.Namespace) -> str:
 
 async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: anyio.Event) -> int:
     """The coordinator of ``--workers N`` (N > 1)."""
-    from asyncpager.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _plan, _plan_fingerprint
+    from asyncpager.cli import (
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        _plan,
+        _plan_fingerprint,
+        check_export_args,
+    )
     from asyncpager.progress import Progress, describe_many
 
     workers = int(args.workers)
+    # The same checks as one process makes, once, before any worker starts.
+    check_export_args(args)
     fmt = _output_format(args)
     if fmt not in _JOINABLE:
         raise ConfigurationError(f"--workers needs jsonl or parquet output, not {fmt}")
@@ -161,9 +170,12 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
         print("asyncpager: interrupted; progress saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     if any(c != EXIT_OK for c in codes):
+        seen: set[str] = set()
         for text in errors:
             for line in text.splitlines():
-                if line.strip():
+                # Workers that fail alike say it once.
+                if line.strip() and line not in seen:
+                    seen.add(line)
                     print(line, file=sys.stderr)
         worst = max(codes, key=lambda c: (c == 2, c != 0))
         return worst if worst in (1, 2) else EXIT_FAILED

@@ -94,7 +94,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     elif name.endswith(".zst"):
         import zstandard
 
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        # Frames are cut at commits (and parts joined): read across them all.
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            io.BytesIO(raw), read_across_frames=True
+        )
+        raw = reader.read()
         name = name[:-4]
     text = raw.decode("utf-8")
     if name.endswith(".csv"):
