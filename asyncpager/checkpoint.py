@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,3 @@ class Checkpoint:
                 os.unlink(tmp)
             raise
         fsync_dir(str(folder))
-
-    def remaining(self, state: CheckpointState) -> Sequence[Stream]:
-        return state.streams

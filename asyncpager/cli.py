@@ -464,12 +464,10 @@ async def _run_export(
     with progress:
         async with fetcher:
             with anyio.CancelScope() as scope:
-                stopper_done = anyio.Event()
 
                 async def stop_on_interrupt() -> None:
                     await interrupted.wait()
                     scope.cancel()
-                    stopper_done.set()
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(stop_on_interrupt)

@@ -247,6 +247,7 @@ class _Hooks:
         if pacer is not None:
             waited = await pacer.acquire(stream.service, stream.region, operation)
             self._fetcher.stats.waited_on_buckets += waited
+        self._run.stats.requests += 1
         self._fetcher.stats.requests += 1
 
     def after_response(self, operation: str, page: Page) -> None:
@@ -264,11 +265,14 @@ class _Hooks:
     def on_failure(self, operation: str, failure: Failure, exc: BaseException) -> None:
         stream = self._run.shape
         if failure is Failure.THROTTLED:
+            self._run.stats.throttles += 1
             self._fetcher.stats.throttles += 1
             if self._fetcher.pacer is not None:
                 self._fetcher.pacer.on_throttle(stream.service, stream.region, operation)
-        if failure is not Failure.FATAL:
-            self._fetcher.stats.retries += 1
+
+    def on_retry(self, operation: str) -> None:
+        self._run.stats.retries += 1
+        self._fetcher.stats.retries += 1
 
 
 def _page_size(page: Page) -> int:
@@ -659,15 +663,10 @@ class _Run:
         run.stats.status = "running"
         try:
             cursor = await self._cursor(run)
-            before = cursor.counters
             page = await cursor.next_page()
-            after = cursor.counters
         except Exception as exc:
             self._fail(run, exc)
             return False
-        run.stats.requests += after[0] - before[0]
-        run.stats.retries += after[1] - before[1]
-        run.stats.throttles += after[2] - before[2]
         if page is None:
             await self._end(run, cursor)
             return False
@@ -675,7 +674,7 @@ class _Run:
         run.next_seq += 1
         run.positions[seq] = cursor.position
         size = _page_size(page)
-        items = _count_items(cursor, page)
+        items = cursor.count_items(page)
         run.stats.pages += 1
         run.stats.items += items
         run.stats.bytes += size
@@ -793,18 +792,6 @@ class _Run:
             streams=streams,
             failures=[s for s in streams if s.status == "failed"],
         )
-
-
-def _count_items(cursor: Cursor, page: Page) -> int:
-    counter = getattr(cursor, "count_items", None)
-    if counter is not None:
-        return int(counter(page))
-    pages = getattr(cursor, "_pages", None)
-    key = getattr(getattr(pages, "model", None), "primary_result_key", None)
-    if key is None:
-        return 0
-    found = key.search(page)
-    return len(found) if isinstance(found, list) else 0
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:

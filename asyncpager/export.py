@@ -15,6 +15,7 @@ the final commit saves everything, and the command exits with 130.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,16 +86,13 @@ async def export(
         streams = state.streams
     written = state.items_written if state is not None else 0
     await anyio.to_thread.run_sync(sink.open, state.sink if state is not None else None)
-    if fetcher is None:
-        async with Fetcher() as own:
-            return await _export(
-                own, streams, sink, records, checkpoint, fingerprint, max_items,
-                commit_interval, written, resumed, on_commit,
-            )  # fmt: skip
-    return await _export(
-        fetcher, streams, sink, records, checkpoint, fingerprint, max_items,
-        commit_interval, written, resumed, on_commit,
-    )  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        if fetcher is None:
+            fetcher = await stack.enter_async_context(Fetcher())
+        return await _export(
+            fetcher, streams, sink, records, checkpoint, fingerprint, max_items,
+            commit_interval, written, resumed, on_commit,
+        )  # fmt: skip
 
 
 async def _export(

@@ -68,6 +68,9 @@ class RequestHooks(Protocol):
     def on_failure(self, operation: str, failure: Failure, exc: BaseException) -> None:
         """A request failed and will be retried (or not)."""
 
+    def on_retry(self, operation: str) -> None:
+        """The failed request will be sent again, after a backoff."""
+
 
 @dataclass(frozen=True)
 class PagingModel:
@@ -391,6 +394,8 @@ class PageStream:
                         raise
                     raise error from exc
                 self.retries += 1
+                if self._hooks is not None:
+                    self._hooks.on_retry(operation)
                 await self._clock.sleep(self._retry.backoff(failures - 1))
                 continue
             if self._hooks is not None:

@@ -276,7 +276,7 @@ def _die_with_parent() -> None:
 def worker_main(config_path: str) -> int:
     """One worker: the ordinary export of the streams it was dealt."""
     _die_with_parent()
-    from asyncpager.cli import EXIT_INTERRUPTED, build_parser, main_guarded
+    from asyncpager.cli import build_parser, main_guarded
 
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     args = build_parser().parse_args(config["argv"])
@@ -317,8 +317,7 @@ def worker_main(config_path: str) -> int:
                 tg.cancel_scope.cancel()
         return code
 
-    code = main_guarded(args, entry)
-    return EXIT_INTERRUPTED if code == EXIT_INTERRUPTED else code
+    return main_guarded(args, entry)
 
 
 if __name__ == "__main__":

@@ -170,9 +170,8 @@ class Cursor(Protocol):
     def position(self) -> Any:
         """Where the stream stands after the last page returned."""
 
-    @property
-    def counters(self) -> tuple[int, int, int]:
-        """Requests, retries and throttles so far."""
+    def count_items(self, page: Page) -> int:
+        """How many items ``page`` holds (for the figures)."""
 
     def split(self) -> tuple[Stream, Stream] | None:
         """Give away part of the remaining work.
@@ -226,9 +225,10 @@ class OperationCursor:
     def position(self) -> Any:
         return self._pages.resume_token
 
-    @property
-    def counters(self) -> tuple[int, int, int]:
-        return self._pages.requests, self._pages.retries, self._pages.throttles
+    def count_items(self, page: Page) -> int:
+        key = self._pages.model.primary_result_key
+        found = key.search(page) if key is not None else None
+        return len(found) if isinstance(found, list) else 0
 
     def split(self) -> tuple[Stream, Stream] | None:
         return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +48,14 @@ SPLIT_EVERY = 4
 # S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
+
+
+def _content_key(entry: Mapping[str, Any]) -> bytes:
+    return key_bytes(entry["Key"])
+
+
+def _prefix_key(entry: Mapping[str, Any]) -> bytes:
+    return key_bytes(entry["Prefix"])
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -179,13 +188,13 @@ class S3RangeCursor:
             last = contents[-1]["Key"]
         if prefixes and (last is None or key_bytes(prefixes[-1]["Prefix"]) > key_bytes(last)):
             last = prefixes[-1]["Prefix"]
-        if hi is not None:
-            kept = [c for c in contents if key_bytes(c["Key"]) <= hi]
-            kept_prefixes = [p for p in prefixes if key_bytes(p["Prefix"]) <= hi]
-            if len(kept) < len(contents) or len(kept_prefixes) < len(prefixes):
-                # Past the upper bound: the rest belongs to the next shard.
-                self._finished = True
-            contents, prefixes = kept, kept_prefixes
+        if hi is not None and last is not None and key_bytes(last) > hi:
+            # Past the upper bound: the rest belongs to the next shard. S3
+            # answers in key order, so a page that stays below the bound (all
+            # but a shard's last) costs one comparison, not one per key.
+            contents = contents[: bisect_right(contents, hi, key=_content_key)]
+            prefixes = prefixes[: bisect_right(prefixes, hi, key=_prefix_key)]
+            self._finished = True
         if self._snapshot is not None:
             contents = [c for c in contents if c["LastModified"] <= self._snapshot]
         if "Contents" in page or contents:
@@ -200,17 +209,12 @@ class S3RangeCursor:
             self._finished = True
         return page
 
-    @staticmethod
-    def count_items(page: Mapping[str, Any]) -> int:
+    def count_items(self, page: Mapping[str, Any]) -> int:
         return len(page.get("Contents") or ()) + len(page.get("CommonPrefixes") or ())
 
     @property
     def position(self) -> Any:
         return {"after": self._after, "token": self._token}
-
-    @property
-    def counters(self) -> tuple[int, int, int]:
-        return self._pages.requests, self._pages.retries, self._pages.throttles
 
     def split(self) -> tuple[Stream, Stream] | None:
         # A split costs a page: the narrowed shard's last page runs past its
