@@ -78,6 +78,24 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _cluster_spec(text: str) -> int:
+    """``local`` or ``local:N``: the worker processes (0: one per core)."""
+    name, _, count = text.partition(":")
+    if name != "local":
+        raise argparse.ArgumentTypeError(
+            f"--cluster takes local or local:N, not {text!r} (a remote cluster: --scheduler)"
+        )
+    if not count:
+        return 0
+    try:
+        workers = int(count)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"--cluster local:N needs a whole N >= 1, not {count!r}")
+    return workers
+
+
 def _segments(text: str) -> int:
     value = _positive_int(text)
     if value > 1_000_000:
@@ -132,6 +150,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--loop", choices=["uvloop", "asyncio"], help="event loop (default: uvloop if installed)"
     )
+    cluster = parser.add_argument_group("cluster (the dask extra)")
+    cluster.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the shard groups on this Dask scheduler (tcp://host:8786)",
+    )  # fmt: skip
+    cluster.add_argument(
+        "--cluster", type=_cluster_spec, metavar="local[:N]",
+        help="run the shard groups on a local Dask cluster of N processes (default: cores)",
+    )  # fmt: skip
+    cluster.add_argument(
+        "--tasks", type=_positive_int,
+        help="shard groups, one task each (default: 4 per worker thread)",
+    )  # fmt: skip
+    cluster.add_argument(
+        "--shared-rate", action="store_true",
+        help="one rate budget held by an actor, instead of a static share per task",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +344,21 @@ def _plan_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k, None) for k in keys}
 
 
+def label_keys(args: argparse.Namespace) -> list[str]:
+    """Which labels the records carry (``_bucket``, ``_region``...): those
+    that tell the items of one command apart. Known without any request."""
+    if args.command == "s3":
+        from asyncpager.plan.s3 import parse_s3_url
+
+        return ["bucket"] if len({parse_s3_url(u)[0] for u in args.urls}) > 1 else []
+    if args.command == "dynamodb":
+        return []
+    if args.regions:
+        return ["region", "profile", "account"]
+    profiles = [p for p in (args.profiles or "").split(",") if p.strip()]
+    return ["profile"] if len(profiles) > 1 else []
+
+
 async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
     """Streams, label keys, rate limits and the known total of items."""
     from asyncpager.pacing import RateLimit
@@ -342,8 +392,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             delimiter=args.delimiter,
             snapshot=dt.datetime.now(dt.UTC) if args.snapshot else None,
         )
-        labels = ["bucket"] if len({parse_s3_url(u)[0] for u in args.urls}) > 1 else []
-        return streams, labels, limits, total
+        return streams, label_keys(args), limits, total
     if args.command == "dynamodb":
         from asyncpager.plan.dynamodb import plan_scan
 
@@ -362,7 +411,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             max_read_units=args.max_read_units,
         )
         limits += list(plan.rate_limits)
-        return list(plan.streams), [], limits, plan.item_count
+        return list(plan.streams), label_keys(args), limits, plan.item_count
     # call
     from asyncpager.streams import Stream
 
@@ -394,8 +443,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             endpoint_url=args.endpoint_url,
             page_size=args.page_size,
         )
-        labels = ["region", "profile", "account"]
-        return list(streams), labels, limits, total
+        return list(streams), label_keys(args), limits, total
     if args.region:
         check_region(args.region, args.service)
     streams = [
@@ -411,7 +459,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         )
         for profile in profiles
     ]
-    return streams, (["profile"] if len(profiles) > 1 else []), limits, total
+    return streams, label_keys(args), limits, total
 
 
 async def _run_export(
@@ -424,6 +472,7 @@ async def _run_export(
 ) -> int:
     """Plan and export. A worker of ``--workers`` passes the streams it was
     assigned, its share of every rate, and where its figures go."""
+    from asyncpager._groups import until_interrupted
     from asyncpager.checkpoint import fingerprint
     from asyncpager.engine import Fetcher
     from asyncpager.export import export
@@ -434,17 +483,9 @@ async def _run_export(
     if assigned is not None:
         streams = assigned
     if rate_share != 1.0:
-        import dataclasses
+        from asyncpager.pacing import share_limits
 
-        limits = [
-            dataclasses.replace(
-                limit,
-                rate=limit.rate * rate_share,
-                burst=max(1.0, (limit.burst or limit.rate) * rate_share),
-                min_rate=None,
-            )
-            for limit in limits
-        ]
+        limits = share_limits(limits, rate_share)
     records = make_records(
         query=query,
         plain_dynamodb=args.command == "dynamodb" and not args.dynamodb_json,
@@ -460,30 +501,21 @@ async def _run_export(
         verify_ssl=not args.no_verify_ssl,
         fast_parse=False if args.no_fast_parse else None,
     )
-    result = None
     with progress:
         async with fetcher:
-            with anyio.CancelScope() as scope:
-
-                async def stop_on_interrupt() -> None:
-                    await interrupted.wait()
-                    scope.cancel()
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(stop_on_interrupt)
-                    try:
-                        result = await export(
-                            streams,
-                            sink,
-                            records,
-                            checkpoint=checkpoint,
-                            fingerprint=fingerprint(_plan_fingerprint(args)),
-                            max_items=args.max_items,
-                            commit_interval=args.commit_interval,
-                            fetcher=fetcher,
-                        )
-                    finally:
-                        tg.cancel_scope.cancel()
+            result = await until_interrupted(
+                interrupted,
+                lambda: export(
+                    streams,
+                    sink,
+                    records,
+                    checkpoint=checkpoint,
+                    fingerprint=fingerprint(_plan_fingerprint(args)),
+                    max_items=args.max_items,
+                    commit_interval=args.commit_interval,
+                    fetcher=fetcher,
+                ),
+            )
     if args.stats:
         _write_stats(args.stats, fetcher, result)
     if interrupted.is_set():
@@ -552,6 +584,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             from asyncpager.demo import run_demo
 
             return int(await run_demo(args))
+        if getattr(args, "scheduler", None) or getattr(args, "cluster", None) is not None:
+            from asyncpager.cluster._cli import run_cluster
+
+            return await run_cluster(args, interrupted)
         if _workers(args) > 1:
             from asyncpager.parallel import run_parallel
 
@@ -603,9 +639,9 @@ def main_guarded(args: argparse.Namespace, body: Callable[[anyio.Event], Awaitab
                 finally:
                     tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            from asyncpager.engine import _single
+            from asyncpager._groups import first_error
 
-            raise _single(group) from None
+            raise first_error(group) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     try:

@@ -52,8 +52,9 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncpager._clock import Clock, SystemClock
+from asyncpager._groups import first_error
 from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
-from asyncpager.pacing import Pacer, RateLimit
+from asyncpager.pacing import Pacer, PacerLike, RateLimit
 from asyncpager.retry import Failure, RetryPolicy, translate
 from asyncpager.streams import Cursor, OperationCursor, Stream
 
@@ -304,6 +305,10 @@ class Fetcher:
     exit. Pass ``clients`` to
     use your own: a mapping from ``service`` or ``(service, region)`` to a
     client (aiobotocore or aioboto3); those are not closed.
+
+    Pacing: ``rate_limits`` builds this fetcher's own :class:`Pacer`; or pass
+    ``pacer``, one shared with other fetchers (a :class:`Pacer` used by
+    several in one process, or a cluster's shared budget).
     """
 
     def __init__(
@@ -324,6 +329,7 @@ class Fetcher:
         split: bool = True,
         verify_ssl: bool = True,
         fast_parse: bool | None = None,
+        pacer: PacerLike | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -336,7 +342,11 @@ class Fetcher:
         self.queue_bytes = queue_bytes
         self.clock = clock or SystemClock()
         limits = list(rate_limits)
-        self.pacer: Pacer | None = Pacer(limits, clock=self.clock) if limits else None
+        if pacer is not None and limits:
+            raise ConfigurationError("give rate_limits or a pacer, not both")
+        self.pacer: PacerLike | None = pacer
+        if limits:
+            self.pacer = Pacer(limits, clock=self.clock)
         self.retry = retry
         self.on_error = on_error
         self.on_stats = on_stats
@@ -501,7 +511,7 @@ class Fetcher:
                         tg.start_soon(consumer, run.receive.clone())
                     run.receive.close()
             except BaseExceptionGroup as group:
-                raise _single(group) from None
+                raise first_error(group) from None
         return run.report()
 
 
@@ -557,7 +567,7 @@ class _Run:
         try:
             await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            raise first_error(group) from None
         finally:
             await self._close_cursors()
             self._finish()
@@ -792,25 +802,6 @@ class _Run:
             streams=streams,
             failures=[s for s in streams if s.status == "failed"],
         )
-
-
-def _single(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The one exception a caller should see out of a task group's group."""
-    cancelled = anyio.get_cancelled_exc_class()
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if not isinstance(exc, cancelled):
-            return exc
-    return leaves[0] if leaves else group
 
 
 def _cancel_quietly(scope: anyio.CancelScope) -> None:

@@ -108,11 +108,12 @@ clock; nothing is thread-safe.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 import anyio
 import anyio.lowlevel
@@ -125,8 +126,10 @@ __all__ = [
     "BucketStats",
     "Cubic",
     "Pacer",
+    "PacerLike",
     "RateLimit",
     "ScopeField",
+    "share_limits",
 ]
 
 ScopeField = Literal["service", "region", "operation"]
@@ -898,3 +901,45 @@ class Pacer:
         if bucket.set_rate(now, rate):
             # Sleepers computed their deadlines at the old, lower rate.
             bucket.wake_sleepers()
+
+
+class PacerLike(Protocol):
+    """What the engine asks of a pacer: :class:`Pacer`, or one shared by
+    several processes (``asyncpager.cluster``)."""
+
+    async def acquire(
+        self, service: str, region: str | None = None, operation: str | None = None
+    ) -> float: ...
+
+    def on_success(self, service: str, region: str | None, operation: str | None) -> None: ...
+
+    def on_throttle(self, service: str, region: str | None, operation: str | None) -> None: ...
+
+    def charge(
+        self,
+        service: str,
+        region: str | None,
+        operation: str | None,
+        units: float,
+        *,
+        unit: str | None = None,
+    ) -> None: ...
+
+
+def share_limits(limits: Iterable[RateLimit], share: float) -> list[RateLimit]:
+    """Each limit at ``share`` of its rate and burst: what one of ``1/share``
+    processes running side by side may use, so that together they hold the
+    limit (the static split of ``--workers`` and of cluster tasks)."""
+    if not 0 < share <= 1:
+        raise ConfigurationError(f"a share of a rate limit is in (0, 1], not {share}")
+    if share == 1:
+        return list(limits)
+    return [
+        dataclasses.replace(
+            limit,
+            rate=limit.rate * share,
+            burst=max(1.0, (limit.burst or limit.rate) * share),
+            min_rate=None,
+        )
+        for limit in limits
+    ]

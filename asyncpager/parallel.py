@@ -38,6 +38,7 @@ import anyio.to_thread
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
+from asyncpager.sinks.join import join_parts
 from asyncpager.streams import Stream
 
 __all__ = ["run_parallel"]
@@ -181,7 +182,7 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
         return worst if worst in (1, 2) else EXIT_FAILED
     parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
     written = sum(_items_written(f) for f in stats_files)
-    await anyio.to_thread.run_sync(_join, parts, args.output, fmt)
+    await anyio.to_thread.run_sync(join_parts, parts, args.output, fmt)
     if checkpoint is not None:
         checkpoint.save(
             CheckpointState(fingerprint=main_fp, streams=[], items_written=written, complete=True)
@@ -212,55 +213,6 @@ def _items_written(path: Path) -> int:
         return int(json.loads(path.read_text(encoding="utf-8")).get("items_written") or 0)
     except (OSError, ValueError):
         return 0
-
-
-def _join(parts: list[Path], output: str | None, fmt: str) -> None:
-    """Join the parts into ``output`` atomically (stdout: just copy)."""
-    if output is None:
-        for part in parts:
-            with part.open("rb") as handle:
-                shutil.copyfileobj(handle, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        if fmt == "parquet":
-            _join_parquet(parts, Path(tmp))
-        else:
-            # A concatenation of JSON Lines files (or of gzip members, or of
-            # zstd frames) is itself one valid file.
-            with open(tmp, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as handle:
-                        shutil.copyfileobj(handle, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _join_parquet(parts: list[Path], tmp: Path) -> None:
-    import pyarrow as pa  # type: ignore[import-untyped]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
-
-    present = [p for p in parts if p.exists()]
-    schemas = [pq.read_schema(p) for p in present]
-    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for part in present:
-            table = pq.read_table(part)
-            for name in schema.names:
-                if name not in table.column_names:
-                    table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
-            writer.write_table(table.select(schema.names).cast(schema))
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
 
 
 def _die_with_parent() -> None:
