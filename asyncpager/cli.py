@@ -359,6 +359,42 @@ def label_keys(args: argparse.Namespace) -> list[str]:
     return ["profile"] if len(profiles) > 1 else []
 
 
+def _deals_once(args: argparse.Namespace) -> bool:
+    """Whether the streams are dealt to processes or tasks once and for all
+    (``--workers``, a cluster), where a shard cannot split across them."""
+    if getattr(args, "scheduler", None) or getattr(args, "cluster", None) is not None:
+        return True
+    return int(getattr(args, "workers", None) or 1) > 1
+
+
+async def _sample_densities(args: argparse.Namespace) -> dict[str, Any]:
+    """One page of each S3 URL, to cut its shards where its keys are."""
+    if args.delimiter:
+        return {}
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
+
+    from asyncpager.plan.s3 import sample_density
+
+    session = AioSession(profile=args.profile)
+    out: dict[str, Any] = {}
+    async with session.create_client(
+        "s3",
+        region_name=args.region,
+        endpoint_url=args.endpoint_url,
+        verify=not args.no_verify_ssl,
+        config=AioConfig(retries={"max_attempts": 3, "mode": "standard"}),
+    ) as client:
+
+        async def one(url: str) -> None:
+            out[url] = await sample_density(url, client)
+
+        async with anyio.create_task_group() as tg:
+            for url in dict.fromkeys(args.urls):
+                tg.start_soon(one, url)
+    return out
+
+
 async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
     """Streams, label keys, rate limits and the known total of items."""
     from asyncpager.pacing import RateLimit
@@ -382,6 +418,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # workers are idle, and each extra shard costs at least one request
         # (and a page read past its end), which small buckets pay in full.
         shards = args.shards or max(1, 8 // len(args.urls))
+        densities = await _sample_densities(args) if _deals_once(args) else None
         streams = plan_s3(
             args.urls,
             shards=shards,
@@ -391,6 +428,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             page_size=args.page_size,
             delimiter=args.delimiter,
             snapshot=dt.datetime.now(dt.UTC) if args.snapshot else None,
+            densities=densities,
         )
         return streams, label_keys(args), limits, total
     if args.command == "dynamodb":

