@@ -51,6 +51,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from asyncpager._clients import SharedParts, SslContexts, share_loader, sharing
 from asyncpager._clock import Clock, SystemClock
 from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
 from asyncpager.pacing import Pacer, RateLimit
@@ -350,6 +351,8 @@ class Fetcher:
         self._client_config = client_config
         self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
         self._sessions: dict[str | None, Any] = {}
+        self._shared_parts: dict[int, tuple[Any, SharedParts]] = {}
+        self._ssl_contexts = SslContexts()
         self._client_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -427,6 +430,10 @@ class Fetcher:
             session = self._sessions.get(stream.profile)
             if session is None:
                 session = self._sessions[stream.profile] = AioSession(profile=stream.profile)
+                share_loader(session)
+        parts = self._shared_parts.get(id(session))
+        if parts is None or parts[0] is not session:
+            parts = self._shared_parts[id(session)] = (session, SharedParts())
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=max(10, self.concurrency),
@@ -436,19 +443,22 @@ class Fetcher:
             config = config.merge(self._client_config)
         from asyncpager.parsers import install as install_parsers
 
-        client = await self._stack.enter_async_context(
-            session.create_client(
-                stream.service,
-                region_name=stream.region,
-                endpoint_url=stream.endpoint_url,
-                config=config,
-                verify=None if self.verify_ssl else False,
+        # Clients of one service share their model and class (see _clients).
+        with sharing(parts[1]):
+            client = await self._stack.enter_async_context(
+                session.create_client(
+                    stream.service,
+                    region_name=stream.region,
+                    endpoint_url=stream.endpoint_url,
+                    config=config,
+                    verify=None if self.verify_ssl else False,
+                )
             )
-        )
         # Parsing, not the network, caps a core (about 15 S3 pages a second
         # with botocore's parser): clients the fetcher makes parse with the
         # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
         install_parsers(client, enabled=self.fast_parse)
+        self._ssl_contexts.share(client)
         return client
 
     # -- running ---------------------------------------------------------
