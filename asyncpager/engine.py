@@ -51,7 +51,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from asyncpager._clients import SharedParts, SslContexts, share_loader, sharing
+from asyncpager._clients import ClientSharing, share_loader
 from asyncpager._clock import Clock, SystemClock
 from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
 from asyncpager.pacing import Pacer, RateLimit
@@ -351,8 +351,7 @@ class Fetcher:
         self._client_config = client_config
         self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
         self._sessions: dict[str | None, Any] = {}
-        self._shared_parts: dict[int, tuple[Any, SharedParts]] = {}
-        self._ssl_contexts = SslContexts()
+        self._sharing = ClientSharing()
         self._client_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -431,9 +430,6 @@ class Fetcher:
             if session is None:
                 session = self._sessions[stream.profile] = AioSession(profile=stream.profile)
                 share_loader(session)
-        parts = self._shared_parts.get(id(session))
-        if parts is None or parts[0] is not session:
-            parts = self._shared_parts[id(session)] = (session, SharedParts())
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=max(10, self.concurrency),
@@ -443,8 +439,8 @@ class Fetcher:
             config = config.merge(self._client_config)
         from asyncpager.parsers import install as install_parsers
 
-        # Clients of one service share their model and class (see _clients).
-        with sharing(parts[1]):
+        # What clients can share, they share (see _clients).
+        with self._sharing.creating(session):
             client = await self._stack.enter_async_context(
                 session.create_client(
                     stream.service,
@@ -458,7 +454,7 @@ class Fetcher:
         # with botocore's parser): clients the fetcher makes parse with the
         # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
         install_parsers(client, enabled=self.fast_parse)
-        self._ssl_contexts.share(client)
+        self._sharing.made(client)
         return client
 
     # -- running ---------------------------------------------------------

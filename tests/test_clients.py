@@ -216,3 +216,36 @@ def test_sessions_share_one_loader_per_data_path(
     share_loader(elsewhere)
     assert elsewhere.get_component("data_loader") is not loader
     assert str(tmp_path) in elsewhere.get_component("data_loader").search_paths
+
+
+async def test_cached_user_agent_is_botocores_for_every_set_of_features(
+    endpoint: LocalEndpoint,
+) -> None:
+    from aiobotocore.session import AioSession
+    from botocore.context import start_as_current_context
+    from botocore.useragent import UserAgentString, register_feature_id
+
+    from asyncpager._clients import cache_user_agent
+
+    # (the header sent, what botocore builds at that moment)
+    sent: list[tuple[str, str]] = []
+    async with AioSession().create_client(
+        "ec2", region_name="eu-west-1", endpoint_url=endpoint.url
+    ) as client:
+        creator = client._user_agent_creator
+
+        def record(request: Any, **kwargs: Any) -> None:
+            header = request.headers["User-Agent"]
+            sent.append((header.decode(), UserAgentString.to_string(creator)))
+
+        client.meta.events.register("before-send.ec2", record)
+        assert cache_user_agent(client)
+        await client.describe_instances(MaxResults=5)
+        with start_as_current_context():
+            register_feature_id("WAITER")
+            await client.describe_instances(MaxResults=5)
+        await client.describe_instances(MaxResults=5)
+    assert [header for header, _ in sent] == [built for _, built in sent]
+    first, with_waiter, again = (header for header, _ in sent)
+    assert first == again
+    assert with_waiter != first
