@@ -35,8 +35,8 @@ only input that changes from one request to the next.
 
 aiobotocore's session makes a new ``AioClientCreator`` inside each
 ``create_client`` call, so there is no instance to configure. The creator's
-two methods that build those parts are therefore wrapped once, at the
-class, and the wrappers do exactly what botocore does unless the current
+two methods that build the model and the class are therefore wrapped once,
+at the class, and the wrappers do exactly what botocore does unless the current
 context names a :class:`SharedParts` (:func:`sharing`, set by the Fetcher
 around its own ``create_client`` calls). Every other client in the process
 is made as before.
