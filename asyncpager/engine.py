@@ -51,6 +51,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from asyncpager._clients import ClientSharing, share_loader
 from asyncpager._clock import Clock, SystemClock
 from asyncpager._groups import first_error
 from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
@@ -360,6 +361,7 @@ class Fetcher:
         self._client_config = client_config
         self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
         self._sessions: dict[str | None, Any] = {}
+        self._sharing = ClientSharing()
         self._client_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -437,6 +439,7 @@ class Fetcher:
             session = self._sessions.get(stream.profile)
             if session is None:
                 session = self._sessions[stream.profile] = AioSession(profile=stream.profile)
+                share_loader(session)
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=max(10, self.concurrency),
@@ -446,19 +449,22 @@ class Fetcher:
             config = config.merge(self._client_config)
         from asyncpager.parsers import install as install_parsers
 
-        client = await self._stack.enter_async_context(
-            session.create_client(
-                stream.service,
-                region_name=stream.region,
-                endpoint_url=stream.endpoint_url,
-                config=config,
-                verify=None if self.verify_ssl else False,
+        # What clients can share, they share (see _clients).
+        with self._sharing.creating(session):
+            client = await self._stack.enter_async_context(
+                session.create_client(
+                    stream.service,
+                    region_name=stream.region,
+                    endpoint_url=stream.endpoint_url,
+                    config=config,
+                    verify=None if self.verify_ssl else False,
+                )
             )
-        )
         # Parsing, not the network, caps a core (about 15 S3 pages a second
         # with botocore's parser): clients the fetcher makes parse with the
         # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
         install_parsers(client, enabled=self.fast_parse)
+        self._sharing.made(client)
         return client
 
     # -- running ---------------------------------------------------------

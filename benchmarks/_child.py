@@ -17,6 +17,7 @@ decide the result).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -313,10 +314,19 @@ def _warm_imports(peer: str) -> None:
         import aws_dynamodb_parallel_scan  # noqa: F401
     if peer.startswith(("aiobotocore", "asyncpager")):
         import aiobotocore.session  # noqa: F401
+
+        with contextlib.suppress(ImportError):
+            import uvloop  # noqa: F401
     if peer.startswith("asyncpager"):
-        import asyncpager
+        # ``import asyncpager`` is lazy: name every module the peer runs, and
+        # anyio's asyncio backend, which anyio imports on first use.
+        import anyio._backends._asyncio  # noqa: F401
+
+        import asyncpager.engine
+        import asyncpager.parsers
         import asyncpager.plan.dynamodb
-        import asyncpager.plan.regions  # noqa: F401
+        import asyncpager.plan.regions
+        import asyncpager.plan.s3  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

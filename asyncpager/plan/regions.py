@@ -76,6 +76,7 @@ import botocore.exceptions
 import botocore.session
 import jmespath
 
+from asyncpager._clients import share_loader
 from asyncpager.errors import ConfigurationError
 from asyncpager.retry import Failure, RetryPolicy, classify, translate
 from asyncpager.streams import Stream
@@ -119,7 +120,9 @@ def _botocore() -> Any:
 
     Loading models is slow and the data never changes within a process.
     """
-    return botocore.session.Session()
+    session = botocore.session.Session()
+    share_loader(session)
+    return session
 
 
 @functools.cache
@@ -276,6 +279,7 @@ class _PlanningClients:
             from aiobotocore.session import AioSession
 
             session = AioSession(profile=profile)
+            share_loader(session)
             self._sessions[profile] = session
         return session
 
