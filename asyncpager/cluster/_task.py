@@ -61,7 +61,10 @@ def _process_session() -> Any:
     if _SESSION is None:
         from aiobotocore.session import AioSession
 
+        from asyncpager._clients import share_loader
+
         _SESSION = AioSession()
+        share_loader(_SESSION)
     return _SESSION
 
 
