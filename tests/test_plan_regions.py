@@ -3,9 +3,7 @@ services, two accounts as two profiles."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -109,39 +107,12 @@ def expected_queues(
     }
 
 
-@contextlib.asynccontextmanager
-async def fetcher_for(streams: list[Stream]) -> AsyncIterator[Fetcher]:
-    """A Fetcher with a client per stream, made from one session per profile.
-
-    The Fetcher makes a new botocore session for each client it creates,
-    which costs about a quarter of a second each (models are loaded per
-    session); over 34 regions and two profiles that is most of this file's
-    run time. One session per profile makes the same clients in a tenth of it.
-    """
-    from aiobotocore.session import AioSession
-
-    sessions: dict[str | None, Any] = {}
-    clients: dict[Any, Any] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        for stream in streams:
-            key = (stream.service, stream.region, stream.profile, stream.endpoint_url)
-            if key in clients:
-                continue
-            session = sessions.setdefault(stream.profile, AioSession(profile=stream.profile))
-            clients[key] = await stack.enter_async_context(
-                session.create_client(
-                    stream.service, region_name=stream.region, endpoint_url=stream.endpoint_url
-                )
-            )
-        async with Fetcher(concurrency=8, clients=clients) as fetcher:
-            yield fetcher
-
-
 async def fetch_queues(streams: list[Stream]) -> list[tuple[str, str, str]]:
     """(account, region, queue name) of every queue, as labelled; checks each
     label against the queue's URL (account) and name (region)."""
     seen: list[tuple[str, str, str]] = []
-    async with fetcher_for(streams) as fetcher:
+    # The Fetcher makes every stream's client: one session per profile.
+    async with Fetcher(concurrency=8) as fetcher:
         async for stream, page in fetcher.pages(streams):
             for labels, url in label_items(stream, page):
                 account, name = url.split("/")[-2:]
