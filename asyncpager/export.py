@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -96,29 +96,60 @@ async def export(
         )  # fmt: skip
 
 
-def _records_of(records: Records, stream: Stream, page: Page) -> list[Mapping[str, Any]]:
-    """``records(stream, page)`` as a list, built with the cyclic collector paused.
+@runtime_checkable
+class _EncodingSink(Protocol):
+    """A sink that can encode records apart from writing them
+    (:class:`asyncpager.sinks.ByteSink`): the exporter encodes each page in
+    the event loop's thread, and only bytes go to the worker thread."""
 
-    Converting a page (DynamoDB's typed values to plain ones) makes thousands
-    of containers that all live until the sink has written them. Built with
-    the collector on, they would trigger a collection every few hundred, and
-    while the export is the slower side the engine's queue is full of pages
-    that every older-generation pass walks again: that cost as much as the
-    conversion itself. Paused for this one synchronous call (never across an
-    ``await``) and put back as it was found, as the compiled parsers do.
-    """
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> bytes: ...
+    def write_encoded(self, data: bytes, count: int) -> None: ...
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
     if not gc.isenabled():
-        return _as_list(records(stream, page))
+        yield
+        return
     gc.disable()
     try:
-        return _as_list(records(stream, page))
+        yield
     finally:
         gc.enable()
 
 
-def _as_list(found: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    # Only read (and sliced into a new list) from here on: no copy needed.
-    return found if type(found) is list else list(found)
+def _prepare(
+    records: Records,
+    stream: Stream,
+    page: Page,
+    limit: int | None,
+    encode: Callable[[Sequence[Mapping[str, Any]]], bytes] | None,
+) -> tuple[Sequence[Mapping[str, Any]] | bytes, int]:
+    """A page's records (at most ``limit``), encoded when ``encode`` is
+    given, and how many there are.
+
+    Built with the cyclic collector paused. Converting a page (DynamoDB's
+    typed values to plain ones) makes thousands of containers; with the
+    collector on, each few hundred triggered a collection, and while the
+    export is the slower side the engine's queue is full of pages that every
+    older-generation pass walks again: that cost as much as the conversion
+    itself. When the sink encodes here, the records are let go of before
+    the collector is back on, so they never cost it anything. Paused for
+    this one synchronous call (never across an ``await``) and put back as
+    it was found, as the compiled parsers do.
+    """
+    with _collector_paused():
+        batch = records(stream, page)
+        if type(batch) is not list:
+            batch = list(batch)
+        if limit is not None:
+            batch = batch[:limit]
+        count = len(batch)
+        if encode is None or not count:
+            return batch, count
+        data = encode(batch)
+        del batch  # freed here, while the collector is off
+        return data, count
 
 
 async def _export(
@@ -135,6 +166,9 @@ async def _export(
     on_commit: Callable[[CheckpointState], None] | None,
 ) -> ExportResult:
     clock = fetcher.clock
+    encode = write_encoded = None
+    if isinstance(sink, _EncodingSink):
+        encode, write_encoded = sink.encode_records, sink.write_encoded
     last_commit = clock.now()
     enough = anyio.CancelScope()
     reached = max_items is not None and written >= max_items
@@ -163,12 +197,15 @@ async def _export(
             if clock.now() - last_commit >= commit_interval:
                 # Every page written so far is acknowledged: a consistent cut.
                 await commit()
-            batch = _records_of(records, stream, page)
-            if max_items is not None:
-                batch = batch[: max(0, max_items - written)]
-            if batch:
-                await anyio.to_thread.run_sync(sink.write, batch)
-                written += len(batch)
+            limit = None if max_items is None else max(0, max_items - written)
+            batch, count = _prepare(records, stream, page, limit, encode)
+            if count:
+                if isinstance(batch, bytes):
+                    assert write_encoded is not None
+                    await anyio.to_thread.run_sync(write_encoded, batch, count)
+                else:
+                    await anyio.to_thread.run_sync(sink.write, batch)
+                written += count
             if max_items is not None and written >= max_items:
                 reached = True
                 enough.cancel()
