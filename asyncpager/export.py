@@ -19,7 +19,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -96,14 +96,17 @@ async def export(
         )  # fmt: skip
 
 
-@runtime_checkable
-class _EncodingSink(Protocol):
-    """A sink that can encode records apart from writing them
-    (:class:`asyncpager.sinks.ByteSink`): the exporter encodes each page in
+def _halves(
+    sink: Sink,
+) -> tuple[Callable[[Sequence[Mapping[str, Any]]], bytes], Callable[[bytes, int], None]] | None:
+    """A byte sink's ``write`` in two halves (encode, write the bytes), when
+    its class has not changed what ``write`` does: the exporter encodes in
     the event loop's thread, and only bytes go to the worker thread."""
+    from asyncpager.sinks._base import ByteSink
 
-    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> bytes: ...
-    def write_encoded(self, data: bytes, count: int) -> None: ...
+    if isinstance(sink, ByteSink) and type(sink).write is ByteSink.write:
+        return sink.encode_records, sink.write_encoded
+    return None
 
 
 @contextlib.contextmanager
@@ -166,9 +169,8 @@ async def _export(
     on_commit: Callable[[CheckpointState], None] | None,
 ) -> ExportResult:
     clock = fetcher.clock
-    encode = write_encoded = None
-    if isinstance(sink, _EncodingSink):
-        encode, write_encoded = sink.encode_records, sink.write_encoded
+    halves = _halves(sink)
+    encode, write_encoded = halves if halves is not None else (None, None)
     last_commit = clock.now()
     enough = anyio.CancelScope()
     reached = max_items is not None and written >= max_items

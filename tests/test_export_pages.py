@@ -219,3 +219,17 @@ async def test_a_record_that_cannot_be_encoded_fails_the_export_cleanly(
     assert "cannot write a object as JSON" in str(caught[0])
     assert gc.isenabled()
     assert out.read_bytes() == b""
+
+
+async def test_a_byte_sink_that_changes_write_is_given_records(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    class OnlyKeys(JsonlSink):
+        def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+            super().write([{"Key": r["Key"]} for r in records])
+
+    out = tmp_path / "out.jsonl"
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    result = await export(s3_streams(endpoint), OnlyKeys(str(out)), records)
+    assert result.items_written == N_KEYS
+    assert {tuple(json.loads(line)) for line in out.read_bytes().splitlines()} == {("Key",)}
