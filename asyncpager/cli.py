@@ -297,7 +297,13 @@ def make_records(
     *, query: Any, plain_dynamodb: bool, label_keys: Sequence[str]
 ) -> Callable[[Stream, dict[str, Any]], list[Mapping[str, Any]]]:
     """How a page becomes records: its result-key items (or ``--query``
-    results), DynamoDB items as plain values, and where each came from."""
+    results), DynamoDB items as plain values, and where each came from.
+
+    The records are the page's own dicts (or the fresh ones the DynamoDB
+    conversion made) whenever nothing is added to them: a page is consumed
+    once and the sinks only read them, so a copy of every item would only
+    cost time (and work for the cyclic collector)."""
+    only_dicts = {dict}
     convert: Callable[[Any], Any] | None = None
     if plain_dynamodb:
         from asyncpager.convert import dynamodb_to_plain
@@ -306,6 +312,7 @@ def make_records(
 
     def records(stream: Stream, page: dict[str, Any]) -> list[Mapping[str, Any]]:
         found: list[Any]
+        fresh = False  # dicts made here, that labels may go into
         if query is not None:
             # As boto3's search, page by page; but a page the expression finds
             # nothing in (an empty shard's) adds no record rather than a null.
@@ -313,13 +320,24 @@ def make_records(
             found = result if isinstance(result, list) else [] if result is None else [result]
         else:
             key = _result_key(stream.service, stream.operation)
-            found = list((key.search(page) if key is not None else None) or [])
+            found = (key.search(page) if key is not None else None) or []
             if stream.kind == "s3-range":
-                found += [{"Prefix": p["Prefix"]} for p in page.get("CommonPrefixes") or []]
-        if convert is not None and stream.service == "dynamodb" and query is None:
-            found = [convert(item) for item in found]
-        out: list[Mapping[str, Any]] = []
+                prefixes = page.get("CommonPrefixes")
+                if prefixes:
+                    found = [*found, *[{"Prefix": p["Prefix"]} for p in prefixes]]
+            if convert is not None and stream.service == "dynamodb":
+                found = [convert(item) for item in found]
+                fresh = True
         labels = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
+        if {*map(type, found)} == only_dicts:
+            if not labels:
+                return found if type(found) is list else list(found)
+            if fresh:
+                for record in found:
+                    record.update(labels)
+                return found
+            return [{**item, **labels} for item in found]
+        out: list[Mapping[str, Any]] = []
         for item in found:
             record = dict(item) if isinstance(item, Mapping) else {"value": item}
             if labels:

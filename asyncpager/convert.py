@@ -179,9 +179,17 @@ def decimal_text(value: Decimal) -> str:
     """The JSON text of a ``Decimal``: positional, every digit kept
     (``Decimal("12.50")`` -> ``12.50``, ``Decimal("1E+2")`` -> ``100``);
     ``null`` for NaN and infinities, which JSON cannot hold."""
+    # ``str`` is three times as fast as ``format``, and the same text when it
+    # has only digits, a sign and a point (no exponent, NaN or Infinity).
+    text = value.__str__()
+    if not text.strip(_POSITIONAL):
+        return text
     if not value.is_finite():
         return "null"
     return format(value, "f")
+
+
+_POSITIONAL = "-0123456789."
 
 
 def float_text(value: float) -> str:
@@ -308,6 +316,9 @@ def _encode(obj: Any, out: list[str]) -> None:
         out.append("]")
     elif t is float:
         out.append(float_text(obj))
+    elif t is _dt.datetime:
+        # An S3 listing has one per item; the text is digits and punctuation.
+        out.append(f'"{obj.isoformat()}"')
     elif isinstance(obj, enum.Enum):
         _encode(obj.value, out)
     elif isinstance(obj, str):

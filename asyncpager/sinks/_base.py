@@ -344,17 +344,11 @@ class ByteSink:
         self._phase = "open"
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        self._check_open()
-        if not records:
-            return
-        data = self.encode(records)  # may raise; nothing has changed yet
-        self._pending += len(records)
-        if data:
-            self._buffer.append(data)
-            self._buffered += len(data)
-            if self._buffered >= self._buffer_size:
-                with self._breaks():
-                    self._drain()
+        if records:
+            # may raise; nothing has changed yet
+            self.write_encoded(self.encode_records(records), len(records))
+        else:
+            self._check_open()
 
     def commit(self) -> dict[str, Any]:
         self._check_open()
@@ -401,6 +395,31 @@ class ByteSink:
         self._buffered = 0
         self._pending = 0
         self._output.abort()
+
+    # -- in two steps ------------------------------------------------------
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> bytes:
+        """The first half of :meth:`write`: ``records`` encoded, nothing
+        written. Blocks on nothing, so the exporter calls it in the event
+        loop's thread, where the page's records were made: they are
+        encoded and let go of there, and only bytes cross to the worker
+        thread. Pass the result to :meth:`write_encoded`, before anything
+        else is encoded (a CSV header is decided by the first records)."""
+        self._check_open()
+        return self.encode(records)
+
+    def write_encoded(self, data: bytes, count: int) -> None:
+        """The second half of :meth:`write`: add the bytes
+        :meth:`encode_records` made of ``count`` records (buffered: not
+        durable before :meth:`commit`)."""
+        self._check_open()
+        self._pending += count
+        if data:
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= self._buffer_size:
+                with self._breaks():
+                    self._drain()
 
     # -- internals --------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""What the export command costs on top of the bare listing, against the local endpoint.
+
+    python -m benchmarks.export_figures [--keys 300000] [--items 100000] [--latency 0.05]
+                                        [--rounds 2] [--boto3] [--output jsonl|csv|jsonl.gz ...]
+
+For S3 (one bucket, keys in a folder tree) and DynamoDB (a parallel scan of
+items of a dozen attribute types), each round runs, one after the other:
+
+* ``bare``: the library's ``Fetcher`` over the same streams the CLI plans,
+  counting items as pages arrive;
+* ``cli``: ``asyncpager s3|dynamodb ... -o FILE --workers 1``;
+* optionally (``--boto3``) the sync boto3 paginator, the baseline of the
+  issue's targets, on a smaller bucket and table of the same shapes.
+
+The endpoint runs in its own process on core 0, every client on core 1.
+CPU is the client process's user + system time (every thread, start-up
+included), from ``wait4``; the same run on a one-item bucket or table gives
+the fixed cost (imports, clients), which the per-million figure leaves out.
+items/s is items over the span from the first request to the last item.
+The machine is shared: quote ratios of one run, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from asyncpager.testing import Bucket, LatencyModel, Table, spawn_endpoint
+
+CLIENT_CPU = 1
+SERVER_CPU = 0
+
+_BARE = """
+import anyio, json, os, sys, time
+from asyncpager import Fetcher, plan_s3
+from asyncpager.plan.dynamodb import plan_scan
+kind, name, url = sys.argv[1:4]
+async def main():
+    items = 0
+    async with Fetcher() as f:
+        if kind == "s3":
+            streams, key = plan_s3([f"s3://{name}"], shards=8, endpoint_url=url), "Contents"
+        else:
+            streams = (await plan_scan(name, endpoint_url=url, fetcher=f)).streams
+            key = "Items"
+        start = time.perf_counter()
+        async for _s, page in f.pages(streams):
+            items += len(page.get(key) or ())
+        wall = time.perf_counter() - start
+    print(json.dumps({"items": items, "span": wall}))
+anyio.run(main, backend_options={"use_uvloop": True})
+"""
+
+_BOTO3 = """
+import boto3, json, sys, time
+kind, name, url = sys.argv[1:4]
+session = boto3.session.Session()
+start = time.perf_counter()
+items = 0
+if kind == "s3":
+    client = session.client("s3", endpoint_url=url)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        items += len(page.get("Contents") or ())
+else:
+    client = session.client("dynamodb", endpoint_url=url)
+    for page in client.get_paginator("scan").paginate(TableName=name):
+        items += len(page.get("Items") or ())
+print(json.dumps({"items": items, "span": time.perf_counter() - start}))
+"""
+
+
+def _pin() -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+
+
+def _child(command: list[str]) -> tuple[str, float, float]:
+    """stdout, wall seconds and CPU seconds (every thread) of a child process."""
+    before = os.times()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_pin, text=True
+    )
+    out, err = process.communicate(timeout=3600)
+    wall = time.perf_counter() - started
+    # communicate() reaped it: the children's times now include its own.
+    after = os.times()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:5]} failed ({process.returncode}):\n{err[-3000:]}")
+    cpu = after.children_user - before.children_user
+    cpu += after.children_system - before.children_system
+    return out, wall, cpu
+
+
+def _bare(kind: str, name: str, url: str) -> dict[str, Any]:
+    out, wall, cpu = _child([sys.executable, "-c", _BARE, kind, name, url])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return {"items": result["items"], "span": result["span"], "wall": wall, "cpu": cpu}
+
+
+def _boto3(kind: str, name: str, url: str) -> dict[str, Any]:
+    out, wall, cpu = _child([sys.executable, "-c", _BOTO3, kind, name, url])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return {"items": result["items"], "span": result["span"], "wall": wall, "cpu": cpu}
+
+
+def _cli(kind: str, name: str, url: str, output: str, directory: str) -> dict[str, Any]:
+    target = os.path.join(directory, f"out.{output}")
+    stats = os.path.join(directory, "stats.json")
+    for path in (target, stats):
+        if os.path.exists(path):
+            os.unlink(path)
+    source = [f"s3://{name}"] if kind == "s3" else [name]
+    command = [
+        *(sys.executable, "-m", "asyncpager", kind, *source),
+        *("-o", target, "--endpoint-url", url, "--workers", "1"),
+        *("--stats", stats, "--no-progress"),
+    ]
+    _out, wall, cpu = _child(command)
+    with open(stats, encoding="utf-8") as handle:
+        body = json.load(handle)
+    return {
+        "items": body["items_written"],
+        "span": body["elapsed"],
+        "wall": wall,
+        "cpu": cpu,
+        "bytes": os.path.getsize(target),
+    }
+
+
+def _summary(label: str, runs: list[dict[str, Any]], fixed: float) -> dict[str, Any]:
+    items = runs[0]["items"]
+    cpu = statistics.median(r["cpu"] for r in runs)
+    span = statistics.median(r["span"] for r in runs)
+    return {
+        "run": label,
+        "items": items,
+        "items_per_s": items / span,
+        "cpu": cpu,
+        "fixed_cpu": fixed,
+        "cpu_per_million": (cpu - fixed) / items * 1e6,
+        "cpu_per_million_all": cpu / items * 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=300_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--boto3", action="store_true", help="also run the sync boto3 baseline")
+    parser.add_argument("--output", action="append", help="output suffixes (default: jsonl)")
+    parser.add_argument("--only", choices=("s3", "dynamodb"), help="one service only")
+    args = parser.parse_args(argv)
+    outputs = args.output or ["jsonl"]
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    small_keys, small_items = max(1, args.keys // 10), max(1, args.items // 10)
+    rows: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        spawn_endpoint(
+            buckets=[
+                Bucket("bench", args.keys, "deep"),
+                Bucket("bench-one", 1, "deep"),
+                Bucket("bench-small", small_keys, "deep"),
+            ],
+            tables=[
+                Table("bench", args.items, item_shape="mixed"),
+                Table("bench-one", 1, item_shape="mixed"),
+                Table("bench-small", small_items, item_shape="mixed"),
+            ],
+            latency=LatencyModel(fixed=args.latency),
+            cpu=SERVER_CPU if (os.cpu_count() or 1) > 1 else None,
+        ) as ep,
+    ):
+        kinds = [args.only] if args.only else ["s3", "dynamodb"]
+        for kind in kinds:
+            fixed_bare = statistics.median(_bare(kind, "bench-one", ep.url)["cpu"] for _ in "ab")
+            bare: list[dict[str, Any]] = []
+            cli: dict[str, list[dict[str, Any]]] = {o: [] for o in outputs}
+            fixed_cli = {
+                o: statistics.median(
+                    _cli(kind, "bench-one", ep.url, o, directory)["cpu"] for _ in "ab"
+                )
+                for o in outputs
+            }
+            for _ in range(args.rounds):
+                bare.append(_bare(kind, "bench", ep.url))
+                for o in outputs:
+                    cli[o].append(_cli(kind, "bench", ep.url, o, directory))
+            rows.append(_summary(f"{kind} bare Fetcher", bare, fixed_bare))
+            for o in outputs:
+                row = _summary(f"{kind} CLI -> {o}", cli[o], fixed_cli[o])
+                row["bytes"] = cli[o][0]["bytes"]
+                rows.append(row)
+            if args.boto3:
+                runs = [_boto3(kind, "bench-small", ep.url)]
+                rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))
+    base = {r["run"].split()[0]: r for r in rows if r["run"].endswith("bare Fetcher")}
+    boto = {r["run"].split()[0]: r for r in rows if r["run"].endswith("boto3 paginator")}
+    print("| run | items | items/s | CPU s | fixed CPU s | CPU s / M items | vs bare | vs boto3 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        kind = r["run"].split()[0]
+        vs_bare = r["cpu_per_million"] / base[kind]["cpu_per_million"]
+        vs_boto = f"{r['items_per_s'] / boto[kind]['items_per_s']:.1f}x" if kind in boto else "-"
+        print(
+            f"| {r['run']} | {r['items']:,} | {r['items_per_s']:,.0f} | {r['cpu']:.2f} | "
+            f"{r['fixed_cpu']:.2f} | {r['cpu_per_million']:.1f} | {vs_bare:.2f}x | {vs_boto} |"
+        )
+    print(json.dumps(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

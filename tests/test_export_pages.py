@@ -1,0 +1,235 @@
+"""How the exporter turns pages into output: records without copies, pages
+encoded apart from the write, the cyclic collector put back as it was found.
+
+Against the local endpoint (real HTTP), with the library's ``export``.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncpager import Fetcher, plan_s3
+from asyncpager.cli import make_records
+from asyncpager.convert import plain_to_json_line
+from asyncpager.errors import ConfigurationError
+from asyncpager.export import export
+from asyncpager.plan.dynamodb import plan_scan
+from asyncpager.sinks import CsvSink, JsonlSink
+from asyncpager.streams import Stream
+from asyncpager.testing import Bucket, LocalEndpoint, Table
+
+pytestmark = pytest.mark.anyio
+
+N_KEYS = 2_500
+N_ITEMS = 600
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[LocalEndpoint]:
+    with LocalEndpoint(
+        buckets=[Bucket("pages-bucket", N_KEYS, "unicode")],
+        tables=[Table("pages-table", N_ITEMS)],
+    ) as ep:
+        yield ep
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "pages-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pages-test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def s3_streams(endpoint: LocalEndpoint) -> list[Stream]:
+    return list(plan_s3(["s3://pages-bucket"], shards=3, endpoint_url=endpoint.url, page_size=300))
+
+
+class ListSink:
+    """A sink that only has the protocol's methods: it is given records."""
+
+    def __init__(self) -> None:
+        self.records: list[Mapping[str, Any]] = []
+        self.gc_enabled: list[bool] = []
+
+    def open(self, state: Mapping[str, Any] | None) -> None:
+        pass
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.gc_enabled.append(gc.isenabled())
+        self.records.extend(records)
+
+    def commit(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+# -- the sink in two steps ------------------------------------------------------
+
+
+def sample_records() -> list[dict[str, Any]]:
+    return [
+        {"id": "a", "n": Decimal("1.50"), "tags": ["x", "y"]},
+        {"id": "b", "n": Decimal("1E+2"), "extra": True},
+        {"id": "=c", "n": None},
+    ]
+
+
+@pytest.mark.parametrize("cls", [JsonlSink, CsvSink])
+def test_encode_then_write_encoded_is_write(cls: type[JsonlSink | CsvSink]) -> None:
+    whole, halves = io.BytesIO(), io.BytesIO()
+    one = cls(None, stream=whole)
+    two = cls(None, stream=halves)
+    one.open(None)
+    two.open(None)
+    for batch in (sample_records(), sample_records()[1:]):
+        one.write(batch)
+        two.write_encoded(two.encode_records(batch), len(batch))
+    assert one.commit() == two.commit()
+    one.close()
+    two.close()
+    assert whole.getvalue() == halves.getvalue()
+
+
+def test_encode_records_needs_an_open_sink(tmp_path: Path) -> None:
+    sink = JsonlSink(str(tmp_path / "out.jsonl"))
+    with pytest.raises(ConfigurationError, match="open"):
+        sink.encode_records(sample_records())
+    sink.open(None)
+    data = sink.encode_records(sample_records())
+    sink.close()
+    with pytest.raises(ConfigurationError, match="closed"):
+        sink.write_encoded(data, 3)
+    assert os.path.getsize(tmp_path / "out.jsonl") == 0
+
+
+# -- records ------------------------------------------------------------------------
+
+
+async def test_records_are_the_pages_items_and_labels_go_into_copies(
+    endpoint: LocalEndpoint,
+) -> None:
+    plain = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    labelled = make_records(query=None, plain_dynamodb=False, label_keys=["bucket"])
+    async with Fetcher() as fetcher:
+        async for stream, page in fetcher.pages(s3_streams(endpoint)):
+            before = [dict(item) for item in page.get("Contents", [])]
+            records = plain(stream, page)
+            assert all(r is item for r, item in zip(records, page["Contents"], strict=True))
+            with_labels = labelled(stream, page)
+            assert [dict(r) for r in with_labels] == [
+                {**item, "_bucket": "pages-bucket"} for item in before
+            ]
+            # The page itself is left as it came.
+            assert page.get("Contents", []) == before
+            break
+
+
+async def test_dynamodb_records_are_plain_and_labelled(endpoint: LocalEndpoint) -> None:
+    labelled = make_records(query=None, plain_dynamodb=True, label_keys=["segment"])
+    async with Fetcher() as fetcher:
+        plan = await plan_scan(
+            "pages-table", segments=2, endpoint_url=endpoint.url, fetcher=fetcher
+        )
+        async for stream, page in fetcher.pages(plan.streams):
+            records = labelled(stream, page)
+            assert len(records) == len(page["Items"])
+            for record, item in zip(records, page["Items"], strict=True):
+                assert record["pk"] == item["pk"]["S"]
+                assert record["_segment"] == stream.labels["segment"]
+                assert "_segment" not in item
+            break
+
+
+# -- export ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+async def test_export_writes_every_record_and_puts_the_collector_back(
+    endpoint: LocalEndpoint, tmp_path: Path, collector_on: bool
+) -> None:
+    out = tmp_path / "out.jsonl"
+    sink = JsonlSink(str(out))
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    was = gc.isenabled()
+    try:
+        if not collector_on:
+            gc.disable()
+        result = await export(s3_streams(endpoint), sink, records)
+        assert gc.isenabled() is collector_on
+    finally:
+        if was:
+            gc.enable()
+    assert result.complete
+    assert result.items_written == N_KEYS
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert len(lines) == N_KEYS
+    keys = [json.loads(line)["Key"] for line in lines]
+    assert len(set(keys)) == N_KEYS
+
+
+async def test_export_through_a_plain_sink_gets_the_same_records(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    records = make_records(query=None, plain_dynamodb=True, label_keys=[])
+    async with Fetcher() as fetcher:
+        plan = await plan_scan(
+            "pages-table", segments=2, endpoint_url=endpoint.url, fetcher=fetcher
+        )
+        streams = plan.streams
+    listed = ListSink()
+    result = await export(streams, listed, records, max_items=N_ITEMS - 7)
+    assert result.items_written == N_ITEMS - 7 == len(listed.records)
+    # Written in the worker thread, with the collector on as usual.
+    assert all(listed.gc_enabled)
+    out = tmp_path / "out.jsonl"
+    result = await export(streams, JsonlSink(str(out)), records, max_items=N_ITEMS - 7)
+    assert result.items_written == N_ITEMS - 7
+    by_key = {r["pk"]: plain_to_json_line(r) for r in listed.records}
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert sorted(lines) == sorted(by_key[json.loads(line)["pk"]] for line in lines)
+
+
+async def test_a_record_that_cannot_be_encoded_fails_the_export_cleanly(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    def records(stream: Stream, page: dict[str, Any]) -> list[Mapping[str, Any]]:
+        return [{"Key": item["Key"], "bad": object()} for item in page.get("Contents", [])]
+
+    out = tmp_path / "out.jsonl"
+    caught: list[BaseException] = []
+    try:
+        await export(s3_streams(endpoint), JsonlSink(str(out)), records)
+    except* TypeError as group:
+        caught.extend(group.exceptions)
+    assert caught
+    assert "cannot write a object as JSON" in str(caught[0])
+    assert gc.isenabled()
+    assert out.read_bytes() == b""
+
+
+async def test_a_byte_sink_that_changes_write_is_given_records(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    class OnlyKeys(JsonlSink):
+        def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+            super().write([{"Key": r["Key"]} for r in records])
+
+    out = tmp_path / "out.jsonl"
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    result = await export(s3_streams(endpoint), OnlyKeys(str(out)), records)
+    assert result.items_written == N_KEYS
+    assert {tuple(json.loads(line)) for line in out.read_bytes().splitlines()} == {("Key",)}
