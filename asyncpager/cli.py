@@ -673,10 +673,29 @@ def _workers(args: argparse.Namespace) -> int:
     return auto
 
 
+def _tune_gc() -> None:
+    """Make full garbage collections rare in this process.
+
+    An export streams pages through a queue: tens of thousands of new dicts
+    per second live for a moment, long enough to count as "long lived", so
+    CPython's default thresholds (700, 10, 10) ran a full collection every
+    dozen pages, each walking every object of the process (botocore's
+    models included), about 70 ms apiece: 26 of them listing 300k keys.
+    Pages hold no reference cycles (reference counting frees them), so
+    fewer collections reclaim the same memory. Measured back to back on
+    300k keys and 100k items (`--workers 1`, 50 ms per request): S3 export
+    10.9 and 10.1 CPU-s -> 6.5 and 8.8; DynamoDB 8.5 and 7.1 -> 5.8 and 6.4.
+    """
+    import gc
+
+    gc.set_threshold(10_000, 50, 1000)
+
+
 def main_guarded(args: argparse.Namespace, body: Callable[[anyio.Event], Awaitable[int]]) -> int:
     """Run ``body`` on the chosen event loop with Ctrl-C (and SIGTERM) turned
     into a clean stop, and every error into one line and an exit code."""
     interrupted_flag = {"set": False}
+    _tune_gc()
 
     async def entry() -> int:
         interrupted = anyio.Event()
