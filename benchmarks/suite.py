@@ -206,7 +206,12 @@ def external_command(peer: Peer, w: Workload, out: Path) -> list[str]:
             return [*base, "dynamodb", w.table, "--region", HOME_REGION, *common]
         regions = ",".join(w.regions)
         page = ["--page-size", str(w.page_size)] if w.page_size else []
-        return [*base, "call", "ec2", "describe_instances", "--regions", regions, *page, *common]
+        # One record per instance, as the other peers count them.
+        instances = ["--query", "Reservations[].Instances[]"]
+        return [
+            *base, "call", "ec2", "describe_instances", "--regions", regions, *page,
+            *instances, *common,
+        ]  # fmt: skip
     if peer.id == "aws-cli":
         aws = _aws_cli()
         assert aws is not None
