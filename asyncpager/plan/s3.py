@@ -87,7 +87,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 def plan_s3(
     urls: Iterable[str],
     *,
-    shards: int = 16,
+    shards: int | None = None,
     region: str | None = None,
     profile: str | None = None,
     endpoint_url: str | None = None,
@@ -100,12 +100,17 @@ def plan_s3(
     """The streams that together list every object under each URL once.
 
     ``shards`` is the number of key ranges each URL starts with (more appear
-    by splitting as the listing runs), cut where ``densities[url]`` says the
+    by splitting as the listing runs; default: 16 shared among the URLs, at
+    least one each, since every shard costs a request and small buckets are
+    many), cut where ``densities[url]`` says the
     keys are (see :func:`sample_density`; printable ASCII by default).
     ``snapshot`` leaves out objects
     modified after that instant, so that a listing of a bucket under writes is
     a consistent snapshot of the objects that existed then.
     """
+    urls = list(urls)
+    if shards is None:
+        shards = max(1, 16 // max(1, len(urls)))
     if shards < 1 or shards > _MAX_SHARDS:
         raise ConfigurationError(f"shards must be between 1 and {_MAX_SHARDS}, not {shards}")
     if snapshot is not None and snapshot.tzinfo is None:
