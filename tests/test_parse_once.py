@@ -39,6 +39,23 @@ def test_outcomes_match_botocore() -> None:
     assert ours[PARSED_ROOT].tag == "ListBucketResult"
 
 
+def test_the_collector_is_left_as_it_was_found() -> None:
+    import gc
+
+    model = s3_client().meta.service_model.operation_model("ListObjectsV2")
+    bodies = [b"<ListBucketResult><Name>b</Name>", b"<ListBucketResult></ListBucketResult>"]
+    assert gc.isenabled()
+    try:
+        for enabled in (True, False):
+            if not enabled:
+                gc.disable()
+            for body in bodies:  # a cut body (a parse error) and a whole one
+                _handle_200_error_once(model, {"status_code": 200, "body": body, "headers": {}})
+                assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+
+
 def test_install_swaps_the_handler_on_that_client_only() -> None:
     client, other = s3_client(), s3_client()
     assert install(client, enabled=True)

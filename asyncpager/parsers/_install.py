@@ -243,7 +243,8 @@ def install(
     included, in wire order). Pages then differ from botocore's on purpose.
 
     ``pause_gc`` pauses the cyclic garbage collector during each compiled
-    parse (see ``_run``).
+    parse (see ``_run``); S3's error check always builds its tree with the
+    collector paused.
     """
     if enabled is None:
         enabled = fast_parse_enabled()
@@ -278,11 +279,19 @@ def _handle_200_error_once(operation_model: Any, response_dict: Any, **kwargs: A
     body = response_dict.get("body")
     if response_dict.get("status_code") != 200 or not body:
         return
+    # The tree is most of a page's new objects: built with the collector
+    # paused, as the compiled parse that reads it is (see ``_run``).
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         root = _xml_root(body)
     except ETree.ParseError:
         response_dict["status_code"] = 500
         return
+    finally:
+        if paused:
+            gc.enable()
     if root.tag == "Error":
         response_dict["status_code"] = 500
         return
