@@ -392,7 +392,16 @@ class Fetcher:
             if tg is not None:
                 # Flows still running belong to this block: stop them.
                 tg.cancel_scope.cancel()
-                await tg.__aexit__(exc_type, exc, tb)
+                try:
+                    await tg.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # The task group wraps an error of the block's own (a
+                    # failed stream out of ``pages()``, say) in a group: the
+                    # caller gets the error itself.
+                    error = first_error(group)
+                    if error is exc:
+                        return
+                    raise error from None
         finally:
             self._clients.clear()
             if stack is not None:

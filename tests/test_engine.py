@@ -239,6 +239,25 @@ async def test_failed_stream_raises_with_its_name(fleet: dict[str, Any]) -> None
     assert missing in str(info.value)
     assert isinstance(info.value.__cause__, Exception)
 
+    # Raised out of the Fetcher's block, it is the same error, not a group.
+    async def list_all() -> None:
+        async with Fetcher(concurrency=4) as fetcher:
+            async for _ in fetcher.pages(streams):
+                pass
+
+    with pytest.raises(asyncpager.StreamFailedError) as outside:
+        await list_all()
+    assert missing in str(outside.value)
+
+
+async def test_an_error_of_the_block_leaves_the_fetcher_as_itself() -> None:
+    class Mine(Exception):
+        pass
+
+    with pytest.raises(Mine):
+        async with Fetcher():
+            raise Mine
+
 
 async def test_on_error_continue_reports_failures(fleet: dict[str, Any]) -> None:
     url = fleet["endpoint"]
