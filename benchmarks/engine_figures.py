@@ -1,6 +1,6 @@
 """Figures for the engine and the planners, against the local endpoint.
 
-    python -m benchmarks.engine_figures [--keys 200000] [--latency 0.02]
+    python -m benchmarks.engine_figures [--keys 200000] [--latency 0.02] [--only memory]
 
 1. pacing: requests per second the endpoint saw against a configured rate;
 2. memory: peak RSS listing N and 10 N keys at the same queue size;
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=200_000)
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--only", choices=["memory"], help="only the memory runs (N and 10 N keys)")
     args = parser.parse_args(argv)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -79,29 +80,32 @@ def main(argv: list[str] | None = None) -> int:
         latency=LatencyModel(fixed=args.latency),
         cpu=1,
     ) as ep:
-        # 1. pacing: count what the endpoint saw over a fixed span
-        ep.reset_stats()
-        started = time.perf_counter()
-        paced = _child(
-            "paced",
-            ep.url,
-            "paced",
-            # Small pages: the client's CPU must not be what holds the rate.
-            {"rate": 40.0, "burst": 5, "seconds": 6.0, "shards": 64, "page_size": 10},
-        )
-        span = time.perf_counter() - started
-        seen = ep.stats().count("s3", "ListObjectsV2")
-        paced["endpoint_requests"] = seen
-        paced["configured_rate"] = 40.0
-        paced["held_rate"] = round(paced["requests"] / 6.0, 2)
-        paced["span"] = round(span, 2)
-        rows.append(paced)
-        # 2. memory at the same queue size
-        rows += [_child(f"memory-{b}", ep.url, b, {"queue": 32}) for b in ("small", "big")]
-        # 3. sharding against one stream, and 4. botocore's parser
-        rows.append(_child("one-stream", ep.url, "small", {"shards": 1, "split": False}))
-        rows.append(_child("sharded", ep.url, "small", {"shards": 16}))
-        rows.append(_child("sharded-botocore-parser", ep.url, "small", {"fast_parse": False}))
+        if args.only == "memory":
+            rows += [_child(f"memory-{b}", ep.url, b, {"queue": 32}) for b in ("small", "big")]
+        else:
+            # 1. pacing: count what the endpoint saw over a fixed span
+            ep.reset_stats()
+            started = time.perf_counter()
+            paced = _child(
+                "paced",
+                ep.url,
+                "paced",
+                # Small pages: the client's CPU must not be what holds the rate.
+                {"rate": 40.0, "burst": 5, "seconds": 6.0, "shards": 64, "page_size": 10},
+            )
+            span = time.perf_counter() - started
+            seen = ep.stats().count("s3", "ListObjectsV2")
+            paced["endpoint_requests"] = seen
+            paced["configured_rate"] = 40.0
+            paced["held_rate"] = round(paced["requests"] / 6.0, 2)
+            paced["span"] = round(span, 2)
+            rows.append(paced)
+            # 2. memory at the same queue size
+            rows += [_child(f"memory-{b}", ep.url, b, {"queue": 32}) for b in ("small", "big")]
+            # 3. sharding against one stream, and 4. botocore's parser
+            rows.append(_child("one-stream", ep.url, "small", {"shards": 1, "split": False}))
+            rows.append(_child("sharded", ep.url, "small", {"shards": 16}))
+            rows.append(_child("sharded-botocore-parser", ep.url, "small", {"fast_parse": False}))
     print("| run | items | wall s | CPU s | peak RSS MiB | requests |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -109,15 +113,18 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['kind']} | {row['items']:,} | {row['wall']:.2f} | {row['cpu']:.2f} | "
             f"{row['rss_mib']:.0f} | {row['requests']:,} |"
         )
-    print(
-        f"\npacing: configured 40 req/s (burst 5), held {paced['held_rate']} req/s "
-        f"({paced['endpoint_requests']} requests at the endpoint in ~6 s)"
-    )
     mem = {r["kind"]: r for r in rows}
     print(
-        f"memory: {mem['memory-big']['rss_mib']:.0f} MiB for {big:,} keys against "
+        f"\nmemory: {mem['memory-big']['rss_mib']:.0f} MiB for {big:,} keys against "
         f"{mem['memory-small']['rss_mib']:.0f} MiB for {small:,} "
-        f"({mem['memory-big']['rss_mib'] / mem['memory-small']['rss_mib']:.2f}x)"
+        f"({mem['memory-big']['rss_mib'] / mem['memory-small']['rss_mib']:.3f}x)"
+    )
+    if args.only == "memory":
+        print(json.dumps(rows), file=sys.stderr)
+        return 0
+    print(
+        f"pacing: configured 40 req/s (burst 5), held {paced['held_rate']} req/s "
+        f"({paced['endpoint_requests']} requests at the endpoint in ~6 s)"
     )
     print(
         f"sharding: {mem['one-stream']['wall'] / mem['sharded']['wall']:.1f}x faster than one "
