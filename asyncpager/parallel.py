@@ -38,12 +38,10 @@ import anyio.to_thread
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
-from asyncpager.sinks.join import join_parts
+from asyncpager.sinks.join import JOINABLE_FORMATS, join_parts
 from asyncpager.streams import Stream
 
 __all__ = ["run_parallel"]
-
-_JOINABLE = ("jsonl", "parquet")
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -69,7 +67,7 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
     # The same checks as one process makes, once, before any worker starts.
     check_export_args(args)
     fmt = _output_format(args)
-    if fmt not in _JOINABLE:
+    if fmt not in JOINABLE_FORMATS:
         raise ConfigurationError(f"--workers needs jsonl or parquet output, not {fmt}")
     if fmt == "parquet" and not args.output:
         raise ConfigurationError("parquet output needs -o/--output")

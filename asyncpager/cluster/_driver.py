@@ -35,11 +35,10 @@ from asyncpager.cluster._layout import (
 from asyncpager.cluster._task import GroupSpec, Records
 from asyncpager.errors import ConfigurationError
 from asyncpager.pacing import RateLimit, share_limits
+from asyncpager.sinks.join import JOINABLE_FORMATS
 from asyncpager.streams import Stream
 
 __all__ = ["ClusterResult", "PageRecords", "export_on_cluster"]
-
-_JOINABLE = ("jsonl", "parquet")
 
 
 class PageRecords:
@@ -84,7 +83,6 @@ class ClusterResult:
 
     items_written: int
     groups: int
-    committed: int
     complete: bool
     #: Group -> the error lines of a group whose task failed (not committed).
     failures: dict[int, list[str]] = field(default_factory=dict)
@@ -95,6 +93,11 @@ class ClusterResult:
     #: Group -> its committed manifest.
     manifests: dict[int, dict[str, Any]] = field(default_factory=dict)
     already_complete: bool = False
+
+    @property
+    def committed(self) -> int:
+        """Groups committed, in this run or before it."""
+        return len(self.manifests)
 
 
 def _layout(output: str, fmt: str | None) -> tuple[Path, bool, str, str]:
@@ -112,7 +115,7 @@ def _layout(output: str, fmt: str | None) -> tuple[Path, bool, str, str]:
             f"cannot tell the output format of {output}: name it .jsonl or .parquet, "
             "or end it with / for a folder of parts"
         )
-    if chosen not in _JOINABLE:
+    if chosen not in JOINABLE_FORMATS:
         raise ConfigurationError(
             f"a cluster export joins its parts into jsonl or parquet, not {chosen}; "
             "end the output with / for a folder of parts"
@@ -191,7 +194,7 @@ async def export_on_cluster(
         checkpoint.check_writable()
     state = checkpoint.load(fingerprint) if checkpoint is not None else None
     if state is not None and state.complete:
-        return ClusterResult(state.items_written, 0, 0, True, already_complete=True)
+        return ClusterResult(state.items_written, 0, True, already_complete=True)
     async with contextlib.AsyncExitStack() as stack:
         if backend is None:
             backend = await stack.enter_async_context(LocalBackend())
@@ -232,7 +235,6 @@ async def export_on_cluster(
         result = ClusterResult(
             items_written=sum(int(m["items"]) for m in done.values()),
             groups=len(groups),
-            committed=len(done),
             complete=False,
             manifests=dict(done),
         )
@@ -280,16 +282,6 @@ async def export_on_cluster(
             for i in todo
         ]
 
-        def save_progress() -> None:
-            if checkpoint is None:
-                return
-            current = checkpoint.load(fingerprint)
-            if current is None:
-                return
-            current.items_written = result.items_written
-            current.extra["committed"] = sorted(result.manifests)
-            checkpoint.save(current)
-
         async def on_done(spec: GroupSpec, manifest: dict[str, Any]) -> None:
             attempt = manifest.get("attempt")
             if attempt:
@@ -298,10 +290,10 @@ async def export_on_cluster(
                 result.failures[spec.index] = list(manifest["failed"])
                 return
             if await anyio.to_thread.run_sync(commit_attempt, root, manifest):
+                # The rename is the commit: a restart reads the committed
+                # folders, so the checkpoint is not written again here.
                 result.manifests[spec.index] = manifest
-                result.committed += 1
                 result.items_written += int(manifest["items"])
-                await anyio.to_thread.run_sync(save_progress)
             else:
                 result.duplicates += 1
 

@@ -68,6 +68,11 @@ def _process_session() -> Any:
     return _SESSION
 
 
+def _figures(stats: Any) -> dict[str, Any]:
+    """A run's numeric figures: what Dask's events and the manifest carry."""
+    return {k: v for k, v in stats.as_dict().items() if isinstance(v, int | float)}
+
+
 async def run_group(spec: GroupSpec) -> dict[str, Any]:
     """Export the group's streams into a fresh staging folder; return the
     manifest (or, when streams failed, what failed: nothing to commit)."""
@@ -88,8 +93,7 @@ async def run_group(spec: GroupSpec) -> dict[str, Any]:
 
     def live(stats: Any) -> None:
         if report is not None:
-            body = {k: v for k, v in stats.as_dict().items() if isinstance(v, int | float)}
-            report({**body, "group": spec.index, "attempt": attempt, "process": where})
+            report({**_figures(stats), "group": spec.index, "attempt": attempt, "process": where})
 
     streams = [Stream.from_json(s) for s in spec.streams]
     sink = open_sink(str(part), spec.format, **spec.sink_options)

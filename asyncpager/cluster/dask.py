@@ -23,10 +23,13 @@ carry on with their static share of the rate rather than fail.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
+
+import anyio
 
 from asyncpager.cluster._backend import OnDone
 from asyncpager.cluster._task import GroupSpec, Reporter, run_group
@@ -192,8 +195,6 @@ class DaskBackend:
         distributed = _distributed()
         if self.client is None:
             if self.address is None:
-                import os
-
                 options: dict[str, Any] = {
                     "n_workers": self.workers or len(os.sched_getaffinity(0)),
                     "threads_per_worker": 1,
@@ -244,8 +245,6 @@ class DaskBackend:
 
     async def worker_pids(self) -> dict[str, int]:
         """The process id of each worker, by address (to watch or kill one)."""
-        import os
-
         return dict(await self.client.run(os.getpid))
 
     async def shared_pacer(self, limits: Sequence[RateLimit]) -> PacerLike:
@@ -282,7 +281,5 @@ class DaskBackend:
                     manifest = {"group": spec.index, "attempt": None, "failed": [str(exc)]}
                 await on_done(by_key[future.key], manifest)
         finally:
-            import anyio
-
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.client.cancel(futures)

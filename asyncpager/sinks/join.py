@@ -9,7 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["join_parts"]
+__all__ = ["JOINABLE_FORMATS", "join_parts"]
+
+#: Formats whose part files join into one output.
+JOINABLE_FORMATS = ("jsonl", "parquet")
 
 
 def join_parts(parts: list[Path], output: str | None, fmt: str) -> None:
