@@ -55,6 +55,7 @@ from botocore.model import OperationModel, Shape
 from botocore.utils import ensure_boolean
 
 from asyncpager.parsers._timestamps import refresh_zones
+from asyncpager.parsers._xmlrun import PARSED_RUN, RunSpec, run_spec, split, unescape
 
 __all__ = [
     "CompiledParser",
@@ -282,6 +283,7 @@ class _Generator:
             "_local": _local,
             "_xml_root": _xml_root,
             "_xml_empty": _xml_empty,
+            "_split": split,
             "_json_loads": json_loads,
             "_only_child": _only_child,
             "_query_metadata": _query_metadata,
@@ -631,10 +633,9 @@ class _Generator:
 
     # -- XML --------------------------------------------------------------------
 
-    def xml_value(self, shape: Shape, var: str) -> str:
-        """An expression converting the element ``var``."""
+    def text_value(self, shape: Shape, text: str) -> str:
+        """An expression converting ``text``, the text of a scalar element."""
         kind = shape.type_name
-        text = f"({var}.text or '')"
         if kind in ("string", "character"):
             return text
         if kind in ("integer", "long"):
@@ -642,11 +643,18 @@ class _Generator:
         if kind in ("float", "double"):
             return f"float({text})"
         if kind == "boolean":
-            return f"({var}.text == 'true')"
+            return f"({text} == 'true')"
         if kind == "timestamp":
             return text if self.raw else f"_ts({text})"
         if kind == "blob":
             return text if self.raw else f"_blob({text})"
+        raise NotCompilable(f"not a scalar: {kind}")
+
+    def xml_value(self, shape: Shape, var: str) -> str:
+        """An expression converting the element ``var``."""
+        kind = shape.type_name
+        if kind in _SCALARS:
+            return self.text_value(shape, f"({var}.text or '')")
         if kind == "list" and shape.serialization.get("flattened"):
             # A lone element standing for a flattened list.
             return f"[{self.xml_value(shape.member, var)}]"
@@ -793,6 +801,47 @@ class _Generator:
         lines.append("    return r")
         self.emit(lines)
 
+    def xml_run(self, spec: RunSpec) -> str:
+        """A function turning the matches of :func:`split` into the run's
+        list, as the structure walker would from the same elements."""
+        name = self._name("run")
+        self.namespace["_unescape"] = unescape
+
+        def text(var: str, tag: str) -> list[str]:
+            # A match of ``<tag>text</tag>``: the text, references replaced.
+            return [
+                f"{var} = {var}[{len(tag) + 2}:{-(len(tag) + 3)}]",
+                f"if '&' in {var}:",
+                f"    {var} = _unescape({var})",
+            ]
+
+        def indent(lines: list[str], by: str) -> list[str]:
+            return [by + line for line in lines]
+
+        lines = [f"def {name}(run):", "    out = []", "    for g in run:", "        r = {}"]
+        for field in spec.fields:
+            lines.append(f"        x = g[{field.group}]")
+            lines.append("        if x:")
+            body: list[str] = []
+            if field.kind == "scalar":
+                body += text("x", field.tag)
+                body.append(f"r[{field.name!r}] = {self.text_value(field.shape, 'x')}")
+            elif field.kind == "list":
+                items = self.constant("I", spec.items[field.tag])
+                value = self.text_value(field.shape.member, "(t if '&' not in t else _unescape(t))")
+                body.append(f"r[{field.name!r}] = [{value} for t in {items}.findall(x)]")
+            else:
+                body.append("s = {}")
+                for inner in field.members:
+                    body += [f"y = g[{inner.group}]", "if y:"]
+                    body += indent(text("y", inner.tag), "    ")
+                    body.append(f"    s[{inner.name!r}] = {self.text_value(inner.shape, 'y')}")
+                body.append(f"r[{field.name!r}] = s")
+            lines += indent(body, "            ")
+        lines += ["        out.append(r)", "    return out"]
+        self.emit(lines)
+        return name
+
     # -- entry points -------------------------------------------------------------
 
     def entry(self, operation: OperationModel) -> None:
@@ -923,7 +972,30 @@ class _Generator:
             )
             return [*root, f"    final[{payload!r}] = {value}"]
         value = f"{self.xml_function(shape)}(root)" if self.xml else self._json_top(shape, "root")
-        return [*root, f"    final.update({value})"]
+        spec = run_spec(shape) if self.xml else None
+        if spec is None:
+            return [*root, f"    final.update({value})"]
+        # The run is read by one expression when it has the strict form
+        # (see _xmlrun.py); the tree holds the rest, with an empty element
+        # where the run stood.
+        run = self.xml_run(spec)
+        spec_name = self.constant("S", spec)
+        return [
+            "    body = response['body']",
+            f"    root = response.pop({PARSED_ROOT!r}, None)",
+            f"    run = response.pop({PARSED_RUN!r}, None)",
+            "    if root is None:",
+            f"        parts = _split(body, {spec_name}, _xml_root) if body else None",
+            "        if parts is None:",
+            "            root = _xml_root(body) if body else _xml_empty()",
+            "        else:",
+            "            root, run = parts",
+            f"    final.update({value})",
+            "    if run is not None:",
+            f"        if final.get({spec.member!r}) != [{{}}]:",
+            "            raise _Fallback",
+            f"        final[{spec.member!r}] = {run}(run)",
+        ]
 
 
 def _children(shape: Shape) -> list[Shape]:

@@ -42,6 +42,7 @@ from asyncpager.parsers._compiler import (
     default_blob_parser,
 )
 from asyncpager.parsers._timestamps import fast_timestamp, is_default_timestamp_parser
+from asyncpager.parsers._xmlrun import PARSED_RUN, RunSpec, run_spec, split
 
 __all__ = [
     "ENV_VAR",
@@ -285,7 +286,15 @@ def _handle_200_error_once(operation_model: Any, response_dict: Any, **kwargs: A
     if paused:
         gc.disable()
     try:
-        root = _xml_root(body)
+        # A listing's run of like elements is read without a tree; the rest
+        # of the body still is one, checked as botocore checks it.
+        spec = _run_spec(operation_model)
+        parts = None if spec is None else split(body, spec, _xml_root)
+        if parts is None:
+            root = _xml_root(body)
+        else:
+            root, run = parts
+            response_dict[PARSED_RUN] = run
     except ETree.ParseError:
         response_dict["status_code"] = 500
         return
@@ -294,8 +303,21 @@ def _handle_200_error_once(operation_model: Any, response_dict: Any, **kwargs: A
             gc.enable()
     if root.tag == "Error":
         response_dict["status_code"] = 500
+        response_dict.pop(PARSED_RUN, None)
         return
     response_dict[PARSED_ROOT] = root
+
+
+_RUN_SPECS: dict[int, tuple[Any, RunSpec | None]] = {}
+
+
+def _run_spec(operation_model: Any) -> RunSpec | None:
+    shape = operation_model.output_shape
+    entry = _RUN_SPECS.get(id(shape))
+    if entry is None or entry[0] is not shape:
+        entry = (shape, run_spec(shape))
+        _RUN_SPECS[id(shape)] = entry
+    return entry[1]
 
 
 def _parse_s3_once(client: Any) -> None:
