@@ -116,6 +116,11 @@ DECLINED = {
     "a member twice": body_of("<Contents><Key>a</Key><Size>1</Size><Size>2</Size></Contents>"),
     "an unknown member": body_of("<Contents><Key>a</Key><New>x</New></Contents>"),
     "space between elements": body_of(contents("a"), " ", contents("b")),
+    "text between elements": body_of(contents("a"), "junk", contents("b")),
+    "a stray closing tag between elements": body_of(
+        contents("a"), "junk</Contents>", contents("b")
+    ),
+    "a stray closing tag after the run": body_of(contents("a"), "</Contents>"),
     "a comment before the run": body_of(contents("a"), head=_HEAD + "<!-- <Contents> -->"),
     "a comment inside the run": body_of(contents("a"), "<!-- x -->", contents("b")),
     "another element inside the run": body_of(

@@ -32,8 +32,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any
 from xml.etree import ElementTree as ETree
 
 from botocore.model import Shape
@@ -55,7 +53,7 @@ _LOCATIONS = ("header", "headers", "statusCode")
 # expression scanning for a character class is ten times slower).
 _CONTROL = bytes(b for b in range(32) if b not in (0x09, 0x0A))
 _ALLOWED = bytes(b for b in range(256) if b not in _CONTROL)
-_UNSAFE_SEQUENCES = (b"]]>", "\ufffe".encode(), "\uffff".encode())
+_NOT_CHARACTERS = ("\ufffe".encode(), "\uffff".encode())
 _BAD_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
 _REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]+)|#x([0-9a-fA-F]+));")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
@@ -114,10 +112,19 @@ class Field:
 class RunSpec:
     member: str
     tag: str
+    #: One element (groups: the fields' own, in order).
     element: re.Pattern[str]
     fields: tuple[Field, ...]
     #: For "list" fields: tag -> the expression reading its items' texts.
     items: dict[str, re.Pattern[str]]
+
+    @property
+    def opening(self) -> str:
+        return f"<{self.tag}>"
+
+    @property
+    def closing(self) -> str:
+        return f"</{self.tag}>"
 
 
 def _member_tag(member: Shape, name: str) -> str:
@@ -148,9 +155,14 @@ def _scalar_members(shape: Shape) -> list[tuple[str, Shape, str]] | None:
     return members
 
 
+# Text up to the next tag; possessive, since a tag must follow anyway (and
+# the engine then keeps no backtracking state: half the time of ``[^<]*``).
+_TEXT = "[^<]*+"
+
+
 class _Counter:
     def __init__(self) -> None:
-        self.next = 1  # group 0 of a match tuple is the whole element
+        self.next = 0
 
     def take(self) -> int:
         taken = self.next
@@ -177,14 +189,14 @@ def _element(shape: Shape) -> tuple[str, tuple[Field, ...]] | None:
         quoted = re.escape(tag)
         kind = member.type_name
         if kind in SCALARS:
-            parts.append(f"(<{quoted}>[^<]*</{quoted}>)?")
+            parts.append(f"(<{quoted}>{_TEXT}</{quoted}>)?")
             fields.append(Field(name, member, tag, groups.take(), "scalar"))
         elif (
             kind == "list"
             and member.serialization.get("flattened")
             and member.member.type_name in SCALARS
         ):
-            parts.append(f"((?:<{quoted}>[^<]*</{quoted}>)*)")
+            parts.append(f"((?:<{quoted}>{_TEXT}</{quoted}>)*)")
             fields.append(Field(name, member, tag, groups.take(), "list"))
         elif kind == "structure":
             inner = _scalar_members(member)
@@ -195,7 +207,7 @@ def _element(shape: Shape) -> tuple[str, tuple[Field, ...]] | None:
             inner_parts = []
             for inner_name, inner_shape, inner_tag in inner:
                 q = re.escape(inner_tag)
-                inner_parts.append(f"(<{q}>[^<]*</{q}>)?")
+                inner_parts.append(f"(<{q}>{_TEXT}</{q}>)?")
                 inner_fields.append(
                     Field(inner_name, inner_shape, inner_tag, groups.take(), "scalar")
                 )
@@ -227,18 +239,20 @@ def run_spec(shape: Shape | None) -> RunSpec | None:
             continue
         children, fields = element
         tag = _member_tag(member, name)
+        inner_tags = {f.tag for f in fields} | {i.tag for f in fields for i in f.members}
+        if tag in inner_tags:
+            # split() counts the element's tags in the run to prove it is
+            # tiled by the matches; a child of the same name would confuse it.
+            continue
         quoted = re.escape(tag)
         items = {
             f.tag: re.compile(f"<{re.escape(f.tag)}>([^<]*)</{re.escape(f.tag)}>")
             for f in fields
             if f.kind == "list"
         }
-        pattern = re.compile(f"(<{quoted}>{children}</{quoted}>)")
+        pattern = re.compile(f"<{quoted}>{children}</{quoted}>")
         return RunSpec(name, tag, pattern, fields, items)
     return None
-
-
-_whole: Callable[[Any], str] = itemgetter(0)
 
 
 def _local(tag: str) -> str:
@@ -265,7 +279,9 @@ def split(
     if b"<!" in head or b"<!" in tail or head.find(b"<?", 1) >= 0 or b"<?" in tail:
         return None
     raw = body[start:end]
-    if raw.translate(None, _ALLOWED) or any(s in raw for s in _UNSAFE_SEQUENCES):
+    if raw.translate(None, _ALLOWED) or b"]]>" in raw:
+        return None
+    if b"\xef\xbf" in raw and (_NOT_CHARACTERS[0] in raw or _NOT_CHARACTERS[1] in raw):
         return None
     try:
         run = raw.decode("utf-8")
@@ -280,7 +296,18 @@ def split(
             except _BadReference:
                 return None
     matches: list[tuple[str, ...]] = spec.element.findall(run)
-    if sum(map(len, map(_whole, matches))) != len(run):
+    # The matches tile the run exactly when every opening and closing tag of
+    # the element in it belongs to a match (no text holds a "<", no child
+    # has the element's name) and every match but the last is followed by
+    # the next: k matches, k openings, k closings, k - 1 junctions. The run
+    # starts with an opening and ends with a closing by construction.
+    count = len(matches)
+    opening_text, closing_text = spec.opening, spec.closing
+    if (
+        run.count(opening_text) != count
+        or run.count(closing_text) != count
+        or run.count(closing_text + opening_text) != count - 1
+    ):
         return None
     try:
         root = parse_tree(head + opening + closing + tail)
