@@ -744,7 +744,7 @@ class _Run:
         idle = self.fetcher.concurrency - self.busy - len(self.runnable)
         if idle <= 0:
             return
-        outcome = cursor.split()
+        outcome = cursor.split(urgent=2 * idle > self.fetcher.concurrency)
         if outcome is None:
             return
         narrowed, new = outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from typing import Any
 
@@ -204,3 +205,96 @@ async def test_a_sampled_plan_spreads_a_hex_named_bucket_over_its_shards() -> No
     assert sum(1 for c in lumped if c) <= 4
     assert sum(1 for c in spread if c) >= 12
     assert max(spread) < 120_000 / 4
+
+
+async def _cursor_on(endpoint_url: str, bucket: str, client: Any, **plan: Any) -> Any:
+    import anyio
+
+    from asyncpager.plan.s3 import S3RangeCursor
+
+    (stream,) = plan_s3(
+        [f"s3://{bucket}"], shards=1, endpoint_url=endpoint_url, region="us-east-1", **plan
+    )
+    return S3RangeCursor(stream, client, hooks=None, retry=None, clock=anyio.current_time)
+
+
+@pytest.mark.slow
+async def test_a_fresh_shard_reads_a_short_page_first_then_full_pages() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.s3 import PROBE_KEYS
+    from asyncpager.testing import Bucket, LocalEndpoint
+    from asyncpager.testing._keys import key_space
+
+    bucket = Bucket("probed", 2_500, "deep")
+    expected = [key_space(bucket).key(i) for i in range(bucket.count)]
+    with LocalEndpoint(buckets=[bucket]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            for page_size, sizes in [
+                (None, [PROBE_KEYS, 1000, 1000, 400]),
+                (500, [PROBE_KEYS, 500, 500, 500, 500, 400]),
+                (PROBE_KEYS // 2, [PROBE_KEYS // 2] * 50),  # no shorter first page
+            ]:
+                cursor = await _cursor_on(ep.url, "probed", client, page_size=page_size)
+                keys: list[str] = []
+                seen: list[int] = []
+                while (page := await cursor.next_page()) is not None:
+                    seen.append(len(page["Contents"]))
+                    keys += [c["Key"] for c in page["Contents"]]
+                await cursor.aclose()
+                assert seen == sizes, page_size
+                assert keys == expected
+
+
+@pytest.mark.slow
+async def test_a_shard_splits_after_one_page_only_when_urgent() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.s3 import SPLIT_EVERY
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    with LocalEndpoint(buckets=[Bucket("urgent", 20_000, "flat")]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            cursor = await _cursor_on(ep.url, "urgent", client)
+            await cursor.next_page()
+            assert cursor.split() is None
+            assert cursor.split(urgent=True) is not None
+            for _ in range(SPLIT_EVERY - 1):
+                await cursor.next_page()
+                assert cursor.split() is None
+            await cursor.next_page()
+            assert cursor.split() is not None
+            await cursor.aclose()
+
+
+@pytest.mark.slow
+async def test_a_split_lands_among_the_characters_names_use() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.keyspace import KeyRange, split_after
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    with LocalEndpoint(buckets=[Bucket("hexkeys", 20_000, "flat")]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            cursor = await _cursor_on(ep.url, "hexkeys", client)
+            await cursor.next_page()
+            await cursor.next_page()
+            after = cursor.position["after"]
+            narrowed, new = cursor.split(urgent=True)
+            await cursor.aclose()
+    point = new.shape["lo"]
+    assert narrowed.shape["hi"] == point
+    shared = len(os.path.commonprefix([after, point]))  # noqa: RUF071 - characters wanted
+    # Hex names: the cut is a hex digit where it departs from the last key,
+    # where the printable-ASCII model puts it past every name.
+    assert point[shared] in "0123456789abcdef", point
+    _, default = split_after(KeyRange(None, None), after)
+    assert default.lo is not None
+    departs = len(os.path.commonprefix([after, default.lo]))  # noqa: RUF071
+    assert default.lo[departs] not in "0123456789abcdef"
