@@ -464,6 +464,186 @@ def test_generated_responses_parse_like_botocore(service: str, operation: str) -
     check()
 
 
+# -- DynamoDB attribute values --------------------------------------------------------
+
+_AV_TEXT = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6),
+    # "null" inside a string, and a digit run long enough to send the body to json.loads.
+    st.sampled_from(["null", "", "S", "12345678901234567890123"]),
+)
+# Attribute names and map keys, tag names among them.
+_AV_NAMES = st.one_of(
+    _AV_TEXT, st.sampled_from(["S", "N", "B", "M", "L", "SS", "BOOL", "NULL", "__type"])
+)
+
+# Values at an attribute-value position that are not one well-formed member:
+# botocore has an answer (or an error) of its own for each.
+_ODD_ATTRIBUTE_VALUES: list[Any] = [
+    None,
+    {},
+    {"S": None},
+    {"S": "a", "N": "1"},
+    {"N": "1", "S": "a"},
+    {"S": "a", "N": None},
+    # One member left once nulls are dropped: the general structure path.
+    {"SS": "ab", "N": None},
+    {"SS": ["a"], "N": None},
+    {"B": "AAE=", "S": None},
+    {"M": {"k": {"B": "AAE="}}, "S": None},
+    {"L": [{"B": "AAE="}], "S": None},
+    {"X": "y"},
+    {"__type": "t"},
+    {"__type": "t", "S": "a"},
+    {"S": 5},
+    {"S": ["x"]},
+    {"S": {"S": "x"}},
+    {"BOOL": "true"},
+    {"M": 0},
+    {"M": None},
+    {"M": []},
+    {"M": "ab"},
+    {"M": {"k": None}},
+    {"M": {"k": "x"}},
+    {"L": ""},
+    {"L": "ab"},
+    {"L": 0},
+    {"L": {}},
+    {"L": {"a": {"S": "x"}}},
+    {"L": [None]},
+    {"L": ["S"]},
+    {"SS": "ab"},
+    {"SS": ""},
+    {"SS": 0},
+    {"SS": {}},
+    {"SS": [None, "a"]},
+    {"NS": "12"},
+    {"BS": "AA=="},
+    {"BS": [None]},
+    {"BS": ["A"]},
+    {"B": "A"},
+    {"B": "é"},
+    {"B": "!!!!"},
+    {"B": 5},
+    {"B": None},
+    "S",
+    ["S"],
+    0,
+    "",
+    [],
+]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class AttributeValues:
+    """DynamoDB attribute values drawn with hypothesis: well-formed (nested M
+    and L, B and BS, empty maps, lists and sets) or, when ``odd``, now and then
+    one of ``_ODD_ATTRIBUTE_VALUES``; ``drew_odd`` says whether one was drawn."""
+
+    def __init__(self, draw: Callable[[Any], Any], odd: bool) -> None:
+        self.draw = draw
+        self.odd = odd
+        self.drew_odd = False
+
+    def value(self, depth: int) -> Any:
+        draw = self.draw
+        if self.odd and draw(st.integers(0, 11)) == 0:
+            self.drew_odd = True
+            return draw(st.sampled_from(_ODD_ATTRIBUTE_VALUES))
+        kinds = ["S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS"]
+        if depth < 3:
+            kinds += ["M", "L"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "S":
+            return {"S": draw(_AV_TEXT)}
+        if kind == "N":
+            return {"N": str(draw(st.integers(-(10**25), 10**25)))}
+        if kind == "B":
+            return {"B": _b64(draw(st.binary(max_size=8)))}
+        if kind == "BOOL":
+            return {"BOOL": draw(st.booleans())}
+        if kind == "NULL":
+            return {"NULL": True}
+        if kind == "SS":
+            return {"SS": draw(st.lists(_AV_TEXT, max_size=3))}
+        if kind == "NS":
+            return {"NS": [str(n) for n in draw(st.lists(st.integers(), max_size=3))]}
+        if kind == "BS":
+            return {"BS": [_b64(b) for b in draw(st.lists(st.binary(max_size=4), max_size=3))]}
+        if kind == "M":
+            return {"M": self.attributes(depth + 1)}
+        return {"L": [self.value(depth + 1) for _ in range(draw(st.integers(0, 3)))]}
+
+    def attributes(self, depth: int) -> dict[str, Any]:
+        names = self.draw(st.lists(_AV_NAMES, max_size=4, unique=True))
+        return {name: self.value(depth) for name in names}
+
+
+@st.composite
+def dynamodb_pages(draw: Callable[[Any], Any], odd: bool) -> tuple[bytes, bool]:
+    """A Scan/Query body and whether it holds an odd attribute value."""
+    values = AttributeValues(draw, odd)
+    items: list[Any] = [values.attributes(0) for _ in range(draw(st.integers(0, 5)))]
+    if odd and draw(st.integers(0, 5)) == 0:
+        # botocore keeps a null item as None, as the compiled code does.
+        items.insert(draw(st.integers(0, len(items))), None)
+    document: dict[str, Any] = {"Items": items, "Count": len(items), "ScannedCount": len(items)}
+    if draw(st.booleans()):
+        document["LastEvaluatedKey"] = values.attributes(0)
+    body = json.dumps(document, ensure_ascii=draw(st.booleans())).encode()
+    return body, values.drew_odd
+
+
+def _assert_same_outcome(ours: Any, theirs: Any) -> None:
+    if isinstance(theirs, Exception):
+        assert type(ours) is type(theirs), (ours, theirs)
+        assert str(ours) == str(theirs)
+    else:
+        assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["well-formed", "odd"])
+@pytest.mark.parametrize("operation", ["Scan", "Query"])
+def test_dynamodb_attribute_values_parse_like_botocore(operation: str, odd: bool, spy: Spy) -> None:
+    @settings(
+        max_examples=80,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        database=None,
+    )
+    @given(dynamodb_pages(odd))
+    def check(page: tuple[bytes, bool]) -> None:
+        body, drew_odd = page
+        spy.ran = spy.fell_back = 0
+        response = response_dict(operation, body, {"x-amzn-requestid": "r"})
+        ours, theirs = both_ways("dynamodb", operation, response)
+        _assert_same_outcome(ours, theirs)
+        if not drew_odd:
+            # Well-formed pages are the compiled code's, not botocore's.
+            assert not isinstance(theirs, Exception), theirs
+            assert (spy.ran, spy.fell_back) == (1, 0)
+
+    check()
+
+
+@pytest.mark.parametrize("value", _ODD_ATTRIBUTE_VALUES, ids=repr)
+def test_odd_attribute_values_get_botocores_answer(value: Any) -> None:
+    # The same value as an attribute, in a map, in a list, and next to
+    # well-formed values that the compiled code converts (a blob).
+    well_formed = {"b": {"B": "AAE="}, "m": {"M": {"x": {"BS": ["AQ=="]}}}}
+    items = [
+        {**well_formed, "odd": value},
+        {**well_formed, "m": {"M": {"x": {"S": "y"}, "odd": value}}},
+        {**well_formed, "l": {"L": [{"N": "1"}, value, {"B": "AAE="}]}},
+    ]
+    for item in items:
+        body = json.dumps({"Items": [item], "Count": 1, "LastEvaluatedKey": item}).encode()
+        response = response_dict("Scan", body, {"x-amzn-requestid": "r"})
+        _assert_same_outcome(*both_ways("dynamodb", "Scan", response))
+
+
 # -- timestamps ---------------------------------------------------------------------
 
 
