@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -207,87 +209,82 @@ async def test_a_sampled_plan_spreads_a_hex_named_bucket_over_its_shards() -> No
     assert max(spread) < 120_000 / 4
 
 
-async def _cursor_on(endpoint_url: str, bucket: str, client: Any, **plan: Any) -> Any:
+@contextlib.asynccontextmanager
+async def _cursor_on(bucket: Any, **plan: Any) -> AsyncIterator[Any]:
+    """A one-shard cursor over ``bucket`` on a local endpoint of its own."""
     import anyio
-
-    from asyncpager.plan.s3 import S3RangeCursor
-
-    (stream,) = plan_s3(
-        [f"s3://{bucket}"], shards=1, endpoint_url=endpoint_url, region="us-east-1", **plan
-    )
-    return S3RangeCursor(stream, client, hooks=None, retry=None, clock=anyio.current_time)
-
-
-@pytest.mark.slow
-async def test_a_fresh_shard_reads_a_short_page_first_then_full_pages() -> None:
     from aiobotocore.session import get_session
 
-    from asyncpager.plan.s3 import PROBE_KEYS
-    from asyncpager.testing import Bucket, LocalEndpoint
-    from asyncpager.testing._keys import key_space
+    from asyncpager.plan.s3 import S3RangeCursor
+    from asyncpager.testing import LocalEndpoint
 
-    bucket = Bucket("probed", 2_500, "deep")
-    expected = [key_space(bucket).key(i) for i in range(bucket.count)]
     with LocalEndpoint(buckets=[bucket]) as ep:
         async with get_session().create_client(
             "s3", endpoint_url=ep.url, region_name="us-east-1"
         ) as client:
-            for page_size, sizes in [
-                (None, [PROBE_KEYS, 1000, 1000, 400]),
-                (500, [PROBE_KEYS, 500, 500, 500, 500, 400]),
-                (PROBE_KEYS // 2, [PROBE_KEYS // 2] * 50),  # no shorter first page
-            ]:
-                cursor = await _cursor_on(ep.url, "probed", client, page_size=page_size)
-                keys: list[str] = []
-                seen: list[int] = []
-                while (page := await cursor.next_page()) is not None:
-                    seen.append(len(page["Contents"]))
-                    keys += [c["Key"] for c in page["Contents"]]
+            (stream,) = plan_s3(
+                [f"s3://{bucket.name}"],
+                shards=1,
+                endpoint_url=ep.url,
+                region="us-east-1",
+                **plan,
+            )
+            cursor = S3RangeCursor(stream, client, hooks=None, retry=None, clock=anyio.current_time)
+            try:
+                yield cursor
+            finally:
                 await cursor.aclose()
-                assert seen == sizes, page_size
-                assert keys == expected
+
+
+@pytest.mark.slow
+async def test_a_fresh_shard_reads_a_short_page_first_then_full_pages() -> None:
+    from asyncpager.plan.s3 import PROBE_KEYS
+    from asyncpager.testing import Bucket
+    from asyncpager.testing._keys import key_space
+
+    bucket = Bucket("probed", 2_500, "deep")
+    expected = [key_space(bucket).key(i) for i in range(bucket.count)]
+    for page_size, sizes in [
+        (None, [PROBE_KEYS, 1000, 1000, 400]),
+        (500, [PROBE_KEYS, 500, 500, 500, 500, 400]),
+        (PROBE_KEYS // 2, [PROBE_KEYS // 2] * 50),  # no shorter first page
+    ]:
+        keys: list[str] = []
+        seen: list[int] = []
+        async with _cursor_on(bucket, page_size=page_size) as cursor:
+            while (page := await cursor.next_page()) is not None:
+                seen.append(len(page["Contents"]))
+                keys += [c["Key"] for c in page["Contents"]]
+        assert seen == sizes, page_size
+        assert keys == expected
 
 
 @pytest.mark.slow
 async def test_a_shard_splits_after_one_page_only_when_urgent() -> None:
-    from aiobotocore.session import get_session
-
     from asyncpager.plan.s3 import SPLIT_EVERY
-    from asyncpager.testing import Bucket, LocalEndpoint
+    from asyncpager.testing import Bucket
 
-    with LocalEndpoint(buckets=[Bucket("urgent", 20_000, "flat")]) as ep:
-        async with get_session().create_client(
-            "s3", endpoint_url=ep.url, region_name="us-east-1"
-        ) as client:
-            cursor = await _cursor_on(ep.url, "urgent", client)
+    async with _cursor_on(Bucket("urgent", 20_000, "flat")) as cursor:
+        await cursor.next_page()
+        assert cursor.split() is None
+        assert cursor.split(urgent=True) is not None
+        for _ in range(SPLIT_EVERY - 1):
             await cursor.next_page()
             assert cursor.split() is None
-            assert cursor.split(urgent=True) is not None
-            for _ in range(SPLIT_EVERY - 1):
-                await cursor.next_page()
-                assert cursor.split() is None
-            await cursor.next_page()
-            assert cursor.split() is not None
-            await cursor.aclose()
+        await cursor.next_page()
+        assert cursor.split() is not None
 
 
 @pytest.mark.slow
 async def test_a_split_lands_among_the_characters_names_use() -> None:
-    from aiobotocore.session import get_session
-
     from asyncpager.plan.keyspace import KeyRange, split_after
-    from asyncpager.testing import Bucket, LocalEndpoint
+    from asyncpager.testing import Bucket
 
-    with LocalEndpoint(buckets=[Bucket("hexkeys", 20_000, "flat")]) as ep:
-        async with get_session().create_client(
-            "s3", endpoint_url=ep.url, region_name="us-east-1"
-        ) as client:
-            cursor = await _cursor_on(ep.url, "hexkeys", client)
-            await cursor.next_page()
-            await cursor.next_page()
-            after = cursor.position["after"]
-            narrowed, new = cursor.split(urgent=True)
-            await cursor.aclose()
+    async with _cursor_on(Bucket("hexkeys", 20_000, "flat")) as cursor:
+        await cursor.next_page()
+        await cursor.next_page()
+        after = cursor.position["after"]
+        narrowed, new = cursor.split(urgent=True)
     point = new.shape["lo"]
     assert narrowed.shape["hi"] == point
     shared = len(os.path.commonprefix([after, point]))  # noqa: RUF071 - characters wanted
