@@ -51,6 +51,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+#: The export's read-ahead, in response bytes (see _run_export).
+CLI_QUEUE_BYTES = 32 * 1024 * 1024
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -551,6 +555,11 @@ async def _run_export(
     progress = Progress(enabled=show, total_items=total)
     fetcher = Fetcher(
         concurrency=args.concurrency,
+        # Pages wait for the one consumer that writes them; the read-ahead
+        # is bounded in wire bytes, and parsed pages take about ten times
+        # their wire size (a DynamoDB export of 100k items held them all:
+        # 774 MiB). 32 MiB on the wire is still seconds of pages.
+        queue_bytes=CLI_QUEUE_BYTES,
         rate_limits=limits,
         on_stats=live_stats or progress.update,
         on_error="continue",
