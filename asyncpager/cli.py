@@ -389,17 +389,19 @@ def _deals_once(args: argparse.Namespace) -> bool:
     return int(getattr(args, "workers", None) or 1) > 1
 
 
-async def _sample_densities(args: argparse.Namespace) -> dict[str, Any]:
-    """One page of each S3 URL, to cut its shards where its keys are."""
+async def _sample_densities(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One page of each S3 URL and its top-level folders, to cut its shards
+    where its keys are."""
     if args.delimiter:
-        return {}
+        return {}, {}
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
 
-    from asyncpager.plan.s3 import sample_density
+    from asyncpager.plan.s3 import sample_density, sample_folders
 
     session = AioSession(profile=args.profile)
     out: dict[str, Any] = {}
+    folders: dict[str, Any] = {}
     async with session.create_client(
         "s3",
         region_name=args.region,
@@ -411,10 +413,14 @@ async def _sample_densities(args: argparse.Namespace) -> dict[str, Any]:
         async def one(url: str) -> None:
             out[url] = await sample_density(url, client)
 
+        async def tree(url: str) -> None:
+            folders[url] = await sample_folders(url, client)
+
         async with anyio.create_task_group() as tg:
             for url in dict.fromkeys(args.urls):
                 tg.start_soon(one, url)
-    return out
+                tg.start_soon(tree, url)
+    return out, folders
 
 
 async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
@@ -440,7 +446,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # workers are idle, and each extra shard costs at least one request
         # (and a page read past its end), which small buckets pay in full.
         shards = args.shards or max(1, 8 // len(args.urls))
-        densities = await _sample_densities(args) if _deals_once(args) else None
+        densities, folders = await _sample_densities(args) if _deals_once(args) else (None, None)
         streams = plan_s3(
             args.urls,
             shards=shards,
@@ -451,6 +457,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             delimiter=args.delimiter,
             snapshot=dt.datetime.now(dt.UTC) if args.snapshot else None,
             densities=densities,
+            folders=folders,
         )
         return streams, label_keys(args), limits, total
     if args.command == "dynamodb":

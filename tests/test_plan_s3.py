@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 
 import asyncpager
 from asyncpager.engine import Fetcher
+from asyncpager.plan.keyspace import key_bytes
 from asyncpager.plan.s3 import parse_s3_url, plan_s3
 from asyncpager.streams import Stream
 from tests.conftest import put_s3_keys
@@ -295,3 +297,82 @@ async def test_a_split_lands_among_the_characters_names_use() -> None:
     assert default.lo is not None
     departs = len(os.path.commonprefix([after, default.lo]))  # noqa: RUF071
     assert default.lo[departs] not in "0123456789abcdef"
+
+
+def test_folders_are_cut_apart_and_the_shards_cover_everything() -> None:
+    folders = [f"logs/{c}/" for c in "acemtx"]
+    url = "s3://bucket/logs/"
+    for shards in (4, 7, 16):
+        streams = plan_s3(
+            [url],
+            shards=shards,
+            region="us-east-1",
+            folders={url: [*folders, "elsewhere/"]},  # not under the prefix: ignored
+        )
+        assert len(streams) == shards
+        bounds = sorted(
+            ((s.shape["lo"], s.shape["hi"]) for s in streams),
+            key=lambda b: b"" if b[0] is None else key_bytes(b[0]) + b"\x00",
+        )
+        assert bounds[0][0] is None
+        assert bounds[-1][1] is None
+        for (_, hi), (lo, _) in itertools.pairwise(bounds):
+            assert lo == hi
+        edges = {lo for lo, _ in bounds}
+        used = folders if shards > len(folders) else folders[0::2]
+        assert set(used) <= edges, shards
+        # Cuts inside a folder stay inside it.
+        inner = edges - set(used) - {None}
+        assert all(any(e.startswith(f) for f in used) for e in inner)
+        if shards == 16:
+            # Folder after folder: the first range of every folder first.
+            firsts = [s.shape["lo"] for s in streams[1 : 1 + len(folders)]]
+            assert firsts == folders
+    # Fewer than two folders: the density decides, as before.
+    one = plan_s3([url], shards=8, region="us-east-1", folders={url: folders[:1]})
+    assert len(one) == 8
+
+
+@pytest.mark.slow
+async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None:
+    import bisect
+
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.keyspace import key_bytes
+    from asyncpager.plan.s3 import sample_density, sample_folders
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    keys = sorted(
+        (
+            f"{top}/{mid:02d}/obj-{i:04d}.json"
+            for top in ("am", "bu", "cx", "dq")
+            for mid in range(10)
+            for i in range(400)
+        ),
+        key=key_bytes,
+    )
+    encoded = [key_bytes(k) for k in keys]
+
+    def held(lo: str | None, hi: str | None) -> int:
+        start = 0 if lo is None else bisect.bisect_right(encoded, key_bytes(lo))
+        end = len(keys) if hi is None else bisect.bisect_right(encoded, key_bytes(hi))
+        return end - start
+
+    with LocalEndpoint(buckets=[Bucket("tree", keys=tuple(keys))]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            density = await sample_density("s3://tree", client)
+            folders = await sample_folders("s3://tree", client)
+    assert folders == ["am/", "bu/", "cx/", "dq/"]
+
+    def dealt(**sample: Any) -> list[int]:
+        streams = plan_s3(["s3://tree"], shards=16, region="us-east-1", **sample)
+        counts = [held(s.shape["lo"], s.shape["hi"]) for s in streams]
+        assert sum(counts) == len(keys)
+        return [sum(counts[0::2]), sum(counts[1::2])]  # as --workers 2 deals them
+
+    sampled = {"densities": {"s3://tree": density}}
+    assert max(dealt(**sampled)) >= 0.75 * len(keys)  # the first page alone
+    assert max(dealt(**sampled, folders={"s3://tree": folders})) < 0.65 * len(keys)

@@ -32,7 +32,8 @@ import datetime as dt
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 from asyncpager.engine import register_cursor
@@ -51,7 +52,7 @@ from asyncpager.retry import RetryPolicy
 from asyncpager.streams import Stream
 from asyncpager.tokens import encode_token
 
-__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3", "sample_density"]
+__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3", "sample_density", "sample_folders"]
 
 KIND = "s3-range"
 #: Pages a shard lists between two splits (see S3RangeCursor.split); one
@@ -105,6 +106,7 @@ def plan_s3(
     snapshot: dt.datetime | None = None,
     params: Mapping[str, Any] | None = None,
     densities: Mapping[str, KeyDensity] | None = None,
+    folders: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Stream]:
     """The streams that together list every object under each URL once.
 
@@ -112,7 +114,11 @@ def plan_s3(
     by splitting as the listing runs; default: 16 shared among the URLs, at
     least one each, since every shard costs a request and small buckets are
     many), cut where ``densities[url]`` says the
-    keys are (see :func:`sample_density`; printable ASCII by default).
+    keys are (see :func:`sample_density`; printable ASCII by default), and
+    first at folder starts when ``folders[url]`` holds at least two of the
+    top-level common prefixes (see :func:`sample_folders`); the streams then
+    come folder after folder rather than in key order, so that dealing them
+    round-robin hands out whole folders in turn.
     ``snapshot`` leaves out objects
     modified after that instant, so that a listing of a bucket under writes is
     a consistent snapshot of the objects that existed then.
@@ -134,9 +140,10 @@ def plan_s3(
         if delimiter:
             base["Delimiter"] = delimiter
         density = (densities or {}).get(url, TYPICAL_KEYS)
-        ranges = (
-            [KeyRange()] if delimiter else split(KeyRange(), shards, prefix=prefix, density=density)
-        )
+        if delimiter:
+            ranges = [KeyRange()]
+        else:
+            ranges = _cut(shards, prefix, density, (folders or {}).get(url) or ())
         for key_range in ranges:
             shape: dict[str, Any] = {"lo": key_range.lo, "hi": key_range.hi}
             if snapshot is not None:
@@ -156,6 +163,66 @@ def plan_s3(
                 )
             )
     return streams
+
+
+def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) -> list[KeyRange]:
+    """``shards`` ranges: by the density, or first at folder starts when the
+    top-level folders are known."""
+    starts = sorted(
+        {f for f in folders if f.startswith(prefix) and len(f) > len(prefix)}, key=key_bytes
+    )
+    if len(starts) < 2 or shards < 3:
+        return split(KeyRange(), shards, prefix=prefix, density=density)
+    # (lo, start] ends right before a folder, whose keys all sort after its
+    # prefix: each piece is one folder (and any plain keys sorting between
+    # it and the next), or a run of folders when there are more than
+    # shards. The first holds the plain keys before the first folder.
+    pieces = shards - 1
+    if len(starts) > pieces:
+        starts = [starts[(i * len(starts)) // pieces] for i in range(pieces)]
+    bounds: list[str | None] = [None, *starts, None]
+    folder_pieces = [KeyRange(a, b) for a, b in pairwise(bounds[1:])]
+    share, extra = divmod(pieces, len(folder_pieces))
+    cuts: list[list[KeyRange]] = []
+    for index, piece in enumerate(folder_pieces):
+        count = share + (1 if index < extra else 0)
+        folder = piece.lo
+        assert folder is not None
+        # Inside a folder, at its next level of names, which a sample from
+        # the first folder does not show (its keys share the whole path):
+        # the default model's guess, which may well leave most of the
+        # folder in its first range...
+        cuts.append(split(piece, count, prefix=folder) if count > 1 else [piece])
+    # ...so the ranges go out folder after folder, the first range of every
+    # folder before the second of any: processes and tasks are dealt ranges
+    # round-robin in this order, and get whole folders in turn.
+    ranges = [KeyRange(bounds[0], bounds[1])]
+    for depth in range(max(map(len, cuts))):
+        ranges += [c[depth] for c in cuts if depth < len(c)]
+    return ranges
+
+
+async def sample_folders(url: str, client: Any, delimiter: str = "/") -> list[str]:
+    """The top-level folders under ``url`` (up to a thousand): one listing
+    with ``Delimiter``.
+
+    A first page of keys shows which characters names use, not where the
+    names are: in a tree of folders it lies inside the first folder, and a
+    cut learned from it put all of a million-key bucket in one of 16
+    shards (then dealt to one of two ``--workers`` processes). The folder
+    names are where the keys are. Empty when there are fewer than two or
+    the listing cannot be read (the listing itself will say why).
+    """
+    bucket, prefix = parse_s3_url(url)
+    params: dict[str, Any] = {"Bucket": bucket, "Delimiter": delimiter, "MaxKeys": 1000}
+    if prefix:
+        params["Prefix"] = prefix
+    try:
+        page = await client.list_objects_v2(**params)
+    except Exception:
+        return []
+    found = [p["Prefix"] for p in page.get("CommonPrefixes") or [] if p.get("Prefix")]
+    return found if len(found) >= 2 else []
 
 
 async def sample_density(url: str, client: Any) -> KeyDensity:
