@@ -12,9 +12,10 @@ of flattened scalar lists, or of structures of scalars) this module:
 * reads every element with one compiled expression (``findall``) that
   accepts only the strict form: members in model order, each at most once,
   text without markup, nothing else between them;
-* proves the run is exactly a sequence of such elements (the lengths of the
-  matches add up to the run's length), free of anything XML would reject or
-  rewrite (control characters, ``\\r``, ``]]>``, undefined entities);
+* proves the run is exactly a sequence of such elements (as many matches
+  as the run has opening and closing tags of the element, and one junction
+  fewer), free of anything XML would reject or rewrite (control
+  characters, ``\\r``, ``]]>``, undefined entities);
 * parses what is left (the document with the run replaced by one empty
   element) as a tree, as before, which checks well-formedness and the root
   tag for the rest, and that the empty element stands where the run stood:
@@ -95,8 +96,8 @@ def unescape(text: str) -> str:
 @dataclass(frozen=True)
 class Field:
     """One member of the run's element structure, and where the match puts
-    it: ``group`` is the index of the member's whole element in a match's
-    groups (``""`` when absent)."""
+    it: ``group`` is the index of the member's whole element (``<Tag>text
+    </Tag>``) in a match's groups (``""`` when absent)."""
 
     name: str
     shape: Shape
