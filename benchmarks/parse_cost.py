@@ -20,7 +20,7 @@ its defaults (the garbage collector paused during a parse);
 ``asyncpager, gc on`` is the same code with the collector running, to show
 what the pause is worth.
 
-    python -m benchmarks.parse_cost [--rounds 7] [--iterations 20]
+    python -m benchmarks.parse_cost [--rounds 7] [--iterations 10]
 """
 
 from __future__ import annotations
