@@ -389,18 +389,18 @@ def _deals_once(args: argparse.Namespace) -> bool:
     return int(getattr(args, "workers", None) or 1) > 1
 
 
-async def _sample_densities(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One page of each S3 URL and its top-level folders, to cut its shards
-    where its keys are."""
+async def _sample_cuts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Densities and top-level folders of each S3 URL (see ``sample_cut``),
+    to cut its shards where its keys are."""
     if args.delimiter:
         return {}, {}
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
 
-    from asyncpager.plan.s3 import sample_density, sample_folders
+    from asyncpager.plan.s3 import sample_cut
 
     session = AioSession(profile=args.profile)
-    out: dict[str, Any] = {}
+    densities: dict[str, Any] = {}
     folders: dict[str, Any] = {}
     async with session.create_client(
         "s3",
@@ -411,16 +411,12 @@ async def _sample_densities(args: argparse.Namespace) -> tuple[dict[str, Any], d
     ) as client:
 
         async def one(url: str) -> None:
-            out[url] = await sample_density(url, client)
-
-        async def tree(url: str) -> None:
-            folders[url] = await sample_folders(url, client)
+            densities[url], folders[url] = await sample_cut(url, client)
 
         async with anyio.create_task_group() as tg:
             for url in dict.fromkeys(args.urls):
                 tg.start_soon(one, url)
-                tg.start_soon(tree, url)
-    return out, folders
+    return densities, folders
 
 
 async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
@@ -446,7 +442,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # workers are idle, and each extra shard costs at least one request
         # (and a page read past its end), which small buckets pay in full.
         shards = args.shards or max(1, 8 // len(args.urls))
-        densities, folders = await _sample_densities(args) if _deals_once(args) else (None, None)
+        densities, folders = await _sample_cuts(args) if _deals_once(args) else (None, None)
         streams = plan_s3(
             args.urls,
             shards=shards,

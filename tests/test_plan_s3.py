@@ -340,7 +340,7 @@ async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None
     from aiobotocore.session import get_session
 
     from asyncpager.plan.keyspace import key_bytes
-    from asyncpager.plan.s3 import sample_density, sample_folders
+    from asyncpager.plan.s3 import sample_cut, sample_density, sample_folders
     from asyncpager.testing import Bucket, LocalEndpoint
 
     keys = sorted(
@@ -365,6 +365,7 @@ async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None
         ) as client:
             density = await sample_density("s3://tree", client)
             folders = await sample_folders("s3://tree", client)
+            assert await sample_cut("s3://tree", client) == (density, folders)
     assert folders == ["am/", "bu/", "cx/", "dq/"]
 
     def dealt(**sample: Any) -> list[int]:
@@ -376,3 +377,24 @@ async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None
     sampled = {"densities": {"s3://tree": density}}
     assert max(dealt(**sampled)) >= 0.75 * len(keys)  # the first page alone
     assert max(dealt(**sampled, folders={"s3://tree": folders})) < 0.65 * len(keys)
+
+
+@pytest.mark.slow
+async def test_a_bucket_without_folders_is_sampled_with_one_listing() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.keyspace import TYPICAL_KEYS
+    from asyncpager.plan.s3 import sample_cut, sample_density
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    with LocalEndpoint(buckets=[Bucket("hexnames", 5_000, "flat")]) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            expected = await sample_density("s3://hexnames", client)
+            before = ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+            density, folders = await sample_cut("s3://hexnames", client)
+            after = ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+    assert (density, folders) == (expected, [])
+    assert density != TYPICAL_KEYS  # learned from the page, not the default
+    assert after - before == 1

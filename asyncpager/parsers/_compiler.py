@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from xml.etree import ElementTree as ETree
@@ -56,6 +55,7 @@ from botocore.utils import ensure_boolean
 
 from asyncpager.parsers._timestamps import refresh_zones
 from asyncpager.parsers._xmlrun import PARSED_RUN, RunSpec, run_spec, split, unescape
+from asyncpager.parsers._xmlrun import local_name as _local
 
 __all__ = [
     "CompiledParser",
@@ -149,20 +149,6 @@ def _json_fast(body: bytes) -> Any:
 
 
 json_loads: Callable[[bytes], Any] = _json_stdlib if _orjson_loads is None else _json_fast
-
-
-_NS_RE = re.compile("{.*}")
-_LOCAL_CACHE: dict[str, str] = {}
-
-
-def _local(tag: str) -> str:
-    """botocore's ``_node_tag``: the tag without its ``{namespace}``."""
-    local = _LOCAL_CACHE.get(tag)
-    if local is None:
-        local = _NS_RE.sub("", tag)
-        if len(_LOCAL_CACHE) < 4096:
-            _LOCAL_CACHE[tag] = local
-    return local
 
 
 def _learn(known: dict[str, int], by_local: Mapping[str, int], tag: str) -> int:

@@ -37,7 +37,7 @@ from xml.etree import ElementTree as ETree
 
 from botocore.model import Shape
 
-__all__ = ["PARSED_RUN", "Field", "RunSpec", "run_spec", "split", "unescape"]
+__all__ = ["PARSED_RUN", "Field", "RunSpec", "local_name", "run_spec", "split", "unescape"]
 
 #: Where the S3 error check leaves the run it read, beside the reduced tree.
 PARSED_RUN = "asyncpager_xml_run"
@@ -256,8 +256,19 @@ def run_spec(shape: Shape | None) -> RunSpec | None:
     return None
 
 
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2] if tag[:1] == "{" else tag
+# botocore's BaseXMLResponseParser._namespace_re.
+_NS_RE = re.compile("{.*}")
+_LOCAL_CACHE: dict[str, str] = {}
+
+
+def local_name(tag: str) -> str:
+    """botocore's ``_node_tag``: the tag without its ``{namespace}``."""
+    local = _LOCAL_CACHE.get(tag)
+    if local is None:
+        local = _NS_RE.sub("", tag)
+        if len(_LOCAL_CACHE) < 4096:
+            _LOCAL_CACHE[tag] = local
+    return local
 
 
 def split(
@@ -314,7 +325,7 @@ def split(
         root = parse_tree(head + opening + closing + tail)
     except ETree.ParseError:
         return None
-    found = [e for e in root.iter() if _local(e.tag) == spec.tag]
+    found = [e for e in root.iter() if local_name(e.tag) == spec.tag]
     if len(found) != 1 or len(found[0]) or found[0].text is not None:
         return None
     if not any(child is found[0] for child in root):

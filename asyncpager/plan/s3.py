@@ -52,7 +52,14 @@ from asyncpager.retry import RetryPolicy
 from asyncpager.streams import Stream
 from asyncpager.tokens import encode_token
 
-__all__ = ["S3RangeCursor", "parse_s3_url", "plan_s3", "sample_density", "sample_folders"]
+__all__ = [
+    "S3RangeCursor",
+    "parse_s3_url",
+    "plan_s3",
+    "sample_cut",
+    "sample_density",
+    "sample_folders",
+]
 
 KIND = "s3-range"
 #: Pages a shard lists between two splits (see S3RangeCursor.split); one
@@ -202,6 +209,35 @@ def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) 
     return ranges
 
 
+async def _first_page(url: str, client: Any, **extra: Any) -> tuple[Any, str]:
+    """The first page (up to 1,000 entries) under ``url``, or ``None`` when
+    it cannot be read (the listing itself will say why), and the prefix."""
+    bucket, prefix = parse_s3_url(url)
+    params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 1000, **extra}
+    if prefix:
+        params["Prefix"] = prefix
+    try:
+        return await client.list_objects_v2(**params), prefix
+    except Exception:
+        return None, prefix
+
+
+def _folders_of(page: Any) -> list[str]:
+    found = [p["Prefix"] for p in (page or {}).get("CommonPrefixes") or [] if p.get("Prefix")]
+    return found if len(found) >= 2 else []
+
+
+def _density_of(page: Any, prefix: str) -> KeyDensity:
+    keys = [c["Key"][len(prefix) :] for c in (page or {}).get("Contents") or []]
+    if page is None or not page.get("IsTruncated") or len(keys) < 2:
+        return TYPICAL_KEYS
+    # Sorted keys: what the first and the last share, all share.
+    shared = len(os.path.commonprefix([keys[0], keys[-1]]))  # noqa: RUF071 - characters wanted
+    # The characters right after the shared start are the ones that place
+    # a cut; the rest of each name would only blur them.
+    return learned_density(k[shared : shared + 4] for k in keys)
+
+
 async def sample_folders(url: str, client: Any, delimiter: str = "/") -> list[str]:
     """The top-level folders under ``url`` (up to a thousand): one listing
     with ``Delimiter``.
@@ -213,16 +249,8 @@ async def sample_folders(url: str, client: Any, delimiter: str = "/") -> list[st
     names are where the keys are. Empty when there are fewer than two or
     the listing cannot be read (the listing itself will say why).
     """
-    bucket, prefix = parse_s3_url(url)
-    params: dict[str, Any] = {"Bucket": bucket, "Delimiter": delimiter, "MaxKeys": 1000}
-    if prefix:
-        params["Prefix"] = prefix
-    try:
-        page = await client.list_objects_v2(**params)
-    except Exception:
-        return []
-    found = [p["Prefix"] for p in page.get("CommonPrefixes") or [] if p.get("Prefix")]
-    return found if len(found) >= 2 else []
+    page, _ = await _first_page(url, client, Delimiter=delimiter)
+    return _folders_of(page)
 
 
 async def sample_density(url: str, client: Any) -> KeyDensity:
@@ -236,22 +264,20 @@ async def sample_density(url: str, client: Any) -> KeyDensity:
     bucket that fits in one page, or a page that cannot be read (the
     listing itself will say why), gives the default model.
     """
-    bucket, prefix = parse_s3_url(url)
-    params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 1000}
-    if prefix:
-        params["Prefix"] = prefix
-    try:
-        page = await client.list_objects_v2(**params)
-    except Exception:
-        return TYPICAL_KEYS
-    keys = [c["Key"][len(prefix) :] for c in page.get("Contents") or []]
-    if not page.get("IsTruncated") or len(keys) < 2:
-        return TYPICAL_KEYS
-    # Sorted keys: what the first and the last share, all share.
-    shared = len(os.path.commonprefix([keys[0], keys[-1]]))  # noqa: RUF071 - characters wanted
-    # The characters right after the shared start are the ones that place
-    # a cut; the rest of each name would only blur them.
-    return learned_density(k[shared : shared + 4] for k in keys)
+    page, prefix = await _first_page(url, client)
+    return _density_of(page, prefix)
+
+
+async def sample_cut(url: str, client: Any, delimiter: str = "/") -> tuple[KeyDensity, list[str]]:
+    """``(sample_density(url), sample_folders(url))`` in one request where one
+    answers both: a ``Delimiter`` listing whose first page rolls up no
+    folder holds exactly the first page of keys (a key with the delimiter
+    would have been rolled up), so only a bucket with folders costs a second
+    listing for its density."""
+    page, prefix = await _first_page(url, client, Delimiter=delimiter)
+    if page is not None and not page.get("CommonPrefixes"):
+        return _density_of(page, prefix), []
+    return await sample_density(url, client), _folders_of(page)
 
 
 class S3RangeCursor:
@@ -273,7 +299,29 @@ class S3RangeCursor:
         position: Mapping[str, Any] = stream.position or {}
         self._after: str | None = position.get("after")
         self._token: str | None = position.get("token")
-        params = dict(stream.params)
+        self._splittable = "Delimiter" not in stream.params
+        self._prefix = str(stream.params.get("Prefix", ""))
+        # A shard starting from scratch reads a short page first: a range
+        # that turns out empty or small (most ranges given away by a split
+        # in a sparse key space) then costs a tenth of a page's parse
+        # instead of a whole page of the next shard's keys, thrown away.
+        self._probing = (
+            self._splittable
+            and self._after is None
+            and not self._token
+            and (stream.page_size is None or stream.page_size > PROBE_KEYS)
+        )
+        self._finished = False
+        self._count = 0
+        self._pages_at_split = 0
+        self._sample: list[str] = []
+        self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
+        self._pages = self._open(PROBE_KEYS if self._probing else stream.page_size)
+
+    def _open(self, page_size: int | None) -> PageStream:
+        """Pages from where the shard stands: on its continuation token, or
+        after its last key (its lower bound when it has none)."""
+        params = dict(self.stream.params)
         config: dict[str, Any] = {}
         if self._token:
             config["StartingToken"] = encode_token({"ContinuationToken": self._token})
@@ -281,51 +329,17 @@ class S3RangeCursor:
             start_after = self._after if self._after is not None else self._range.lo
             if start_after is not None:
                 params["StartAfter"] = start_after
-        if stream.page_size is not None:
-            config["PageSize"] = stream.page_size
-        self._splittable = "Delimiter" not in params
-        self._prefix = str(params.get("Prefix", ""))
-        # A shard starting from scratch reads a short page first: a range
-        # that turns out empty or small (most ranges given away by a split
-        # in a sparse key space) then costs a tenth of a page's parse
-        # instead of a whole page of the next shard's keys, thrown away.
-        self._probing = (
-            self._splittable
-            and position.get("after") is None
-            and not self._token
-            and (stream.page_size is None or stream.page_size > PROBE_KEYS)
-        )
-        if self._probing:
-            config["PageSize"] = PROBE_KEYS
-        self._finished = False
-        self._count = 0
-        self._pages_at_split = 0
-        self._sample: list[str] = []
-        self._open = (client, params, retry, clock, hooks)
-        self._pages = self._stream(params, config)
-
-    def _stream(self, params: dict[str, Any], config: dict[str, Any]) -> PageStream:
-        client, _, retry, clock, hooks = self._open
+        if page_size is not None:
+            config["PageSize"] = page_size
         return PageStream(
-            client,
+            self._client,
             "list_objects_v2",
             params,
             pagination_config=config,
-            retry=retry,
-            clock=clock,
-            hooks=hooks,
+            retry=self._retry,
+            clock=self._clock,
+            hooks=self._hooks,
         )
-
-    async def _after_probe(self) -> None:
-        """Go on from the short first page with full pages."""
-        self._probing = False
-        await self._pages.aclose()
-        params = dict(self._open[1])
-        params.pop("StartAfter", None)
-        config: dict[str, Any] = {"StartingToken": encode_token({"ContinuationToken": self._token})}
-        if self.stream.page_size is not None:
-            config["PageSize"] = self.stream.page_size
-        self._pages = self._stream(params, config)
 
     async def next_page(self) -> dict[str, Any] | None:
         if self._finished:
@@ -369,7 +383,10 @@ class S3RangeCursor:
         if not page.get("IsTruncated") or self._pages.done or not self._token:
             self._finished = True
         elif self._probing:
-            await self._after_probe()
+            # Go on from the short first page with full pages.
+            self._probing = False
+            await self._pages.aclose()
+            self._pages = self._open(self.stream.page_size)
         return page
 
     def count_items(self, page: Mapping[str, Any]) -> int:
