@@ -303,7 +303,9 @@ class Fetcher:
     created on first use with botocore's own retries and adaptive limiter off
     (asyncpager retries and paces) and with compiled response parsers
     (``fast_parse``; identical pages, several times less CPU), all closed on
-    exit. Pass ``clients`` to
+    exit. For the services in ``raw_services`` the pages skip conversions a
+    writer does not need (see :func:`asyncpager.parsers.install`'s ``raw``):
+    DynamoDB items keep their blobs as the base64 text that was sent. Pass ``clients`` to
     use your own: a mapping from ``service`` or ``(service, region)`` to a
     client (aiobotocore or aioboto3); those are not closed.
 
@@ -330,6 +332,7 @@ class Fetcher:
         split: bool = True,
         verify_ssl: bool = True,
         fast_parse: bool | None = None,
+        raw_services: Iterable[str] = (),
         pacer: PacerLike | None = None,
     ) -> None:
         if concurrency < 1:
@@ -355,6 +358,7 @@ class Fetcher:
         self.split_enabled = split
         self.verify_ssl = verify_ssl
         self.fast_parse = fast_parse
+        self.raw_services = frozenset(raw_services)
         self.stats = Stats()
         self._given_clients = dict(clients or {})
         self._session = session
@@ -472,7 +476,7 @@ class Fetcher:
         # Parsing, not the network, caps a core (about 15 S3 pages a second
         # with botocore's parser): clients the fetcher makes parse with the
         # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
-        install_parsers(client, enabled=self.fast_parse)
+        install_parsers(client, enabled=self.fast_parse, raw=stream.service in self.raw_services)
         self._sharing.made(client)
         return client
 

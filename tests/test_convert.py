@@ -227,6 +227,60 @@ def test_malformed_items_raise_configuration_error(item: dict[str, Any]) -> None
 
 
 # ---------------------------------------------------------------------------
+# JSON-ready: numbers kept as their text, the same bytes written
+
+#: Numbers DynamoDB accepts that are not in canonical JSON form, and some that are.
+odd_numbers = st.sampled_from(
+    ["+5", "007", "-0", "0", "0.0", "-0.000", "1.", ".5", "1e2", "1E+2", "1.50", "0.0000001"]
+)
+json_ready_items = st.dictionaries(
+    st.text(min_size=1, max_size=10),
+    st.one_of(
+        attribute_values,
+        st.builds(lambda n: {"N": n}, odd_numbers),
+        st.builds(lambda ns: {"NS": _distinct_numbers(ns)}, st.lists(odd_numbers, min_size=1)),
+        # DynamoDB's raw JSON: blobs as base64 text.
+        st.builds(lambda b: {"B": base64.b64encode(b).decode()}, st.binary(max_size=12)),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_ready_items)
+@example({"n": {"NS": ["1.0", "1", "-0", "0"]}})
+@example({"n": {"L": [{"N": "1e2"}, {"M": {"m": {"N": "12.50"}}}, {"S": "x"}]}})
+def test_json_ready_items_write_the_same_bytes(item: dict[str, Any]) -> None:
+    _need_orjson()
+    ready = convert.dynamodb_to_json_ready(item)
+    assert plain_to_json_line(ready) == plain_to_json_line(dynamodb_to_plain(item))
+
+
+def test_json_ready_keeps_canonical_numbers_as_text() -> None:
+    _need_orjson()
+    ready = convert.dynamodb_to_json_ready({"a": {"N": "12.50"}, "b": {"N": "1E+2"}})
+    assert type(ready["a"]) is not Decimal
+    assert ready["b"] == Decimal("1E+2")
+    assert plain_to_json(ready) == b'{"a":12.50,"b":100}'
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"a": {"X": "1"}},
+        {"a": {"S": "x", "N": "1"}},
+        {"a": {"N": "twelve"}},
+        {"a": {"NS": ["1", "x"]}},
+        {"a": {"M": {"b": {"L": [{"Q": 1}]}}}},
+        {"a": "not an attribute value"},
+    ],
+)
+def test_json_ready_malformed_items_raise_configuration_error(item: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="not a DynamoDB item"):
+        convert.dynamodb_to_json_ready(item)
+
+
+# ---------------------------------------------------------------------------
 # The JSON encoder for any page item
 
 UTC = dt.UTC

@@ -370,3 +370,44 @@ async def test_a_fetched_stream_is_resumed_until_its_pages_are_consumed(
         assert fetcher.resume_streams() == []
     keys = [o["Key"] for _s, p in [first, *[(None, r) for r in rest]] for o in p["Contents"]]
     assert len(keys) == len(set(keys)) == 9
+
+
+async def test_raw_services_page_a_binary_key_table_exactly(moto_server: str) -> None:
+    # Raw pages keep DynamoDB's base64 text for blobs, but the next request's
+    # ExclusiveStartKey is made from LastEvaluatedKey: that must still be bytes.
+    import base64
+
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
+    table = f"raw-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "B"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    keys = {bytes([n, 200 - n]) for n in range(30)}
+    for key in keys:
+        ddb.put_item(TableName=table, Item={"pk": {"B": key}, "v": {"B": key * 2}})
+    # One stream: moto fails parallel scans of a binary key (HTTP 500).
+    streams = [
+        Stream(
+            "dynamodb",
+            "scan",
+            {"TableName": table},
+            region="us-east-1",
+            endpoint_url=moto_server,
+            page_size=4,
+        )
+    ]
+    seen: list[bytes] = []
+    pages = 0
+    async with Fetcher(raw_services={"dynamodb"}) as fetcher:
+        async for _stream, page in fetcher.pages(streams):
+            pages += 1
+            for item in page["Items"]:
+                assert isinstance(item["v"]["B"], str)
+                seen.append(base64.b64decode(item["pk"]["B"]))
+    assert pages >= 8
+    assert sorted(seen) == sorted(keys)

@@ -867,6 +867,41 @@ def test_raw_mode_hands_over_dynamodb_items_as_sent() -> None:
     assert theirs["Items"][0]["b"] == {"B": b"\x00\x01"}
 
 
+def test_raw_mode_converts_the_token_that_is_sent_back() -> None:
+    # Items stay as sent, but LastEvaluatedKey goes back as ExclusiveStartKey:
+    # a blob left as base64 text would be encoded a second time.
+    key = {"pk": {"B": "AAE="}, "sk": {"N": "1"}}
+    body = json.dumps({"Items": [key], "Count": 1, "LastEvaluatedKey": key}).encode()
+    response = response_dict("Scan", body, {"x-amzn-requestid": "r"})
+    ours, theirs = both_ways("dynamodb", "Scan", response, raw=True)
+    assert ours["Items"] == [{"pk": {"B": "AAE="}, "sk": {"N": "1"}}]
+    assert ours["LastEvaluatedKey"] == theirs["LastEvaluatedKey"]
+    assert ours["LastEvaluatedKey"]["pk"] == {"B": b"\x00\x01"}
+
+
+def test_raw_mode_pages_a_binary_key_table_exactly(boto3_client: Any) -> None:
+    dynamodb = boto3_client("dynamodb")
+    dynamodb.create_table(
+        TableName="raw-binary",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "B"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    keys = {bytes([n, 255 - n, 7]) for n in range(40)}
+    for key in keys:
+        dynamodb.put_item(TableName="raw-binary", Item={"pk": {"B": key}})
+    assert install(dynamodb, raw=True) is True
+    seen: list[bytes] = []
+    pages = 0
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName="raw-binary", PaginationConfig={"PageSize": 7}
+    ):
+        pages += 1
+        seen += [base64.b64decode(item["pk"]["B"]) for item in page["Items"]]
+    assert pages >= 6
+    assert sorted(seen) == sorted(keys)
+
+
 def test_raw_mode_keeps_xml_timestamps_as_text() -> None:
     body = (
         b"<ListBucketResult><Contents><Key>k</Key><LastModified>2024-01-05T04:28:29.281Z"

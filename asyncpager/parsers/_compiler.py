@@ -45,8 +45,9 @@ Per protocol, what botocore does and what the generated code mirrors:
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from xml.etree import ElementTree as ETree
 
@@ -254,10 +255,16 @@ class _Generator:
         timestamp: Converter,
         blob: Converter,
         raw: bool,
+        keep: frozenset[str] = frozenset(),
     ) -> None:
         self.protocol = protocol
         self.xml = protocol in XML_PROTOCOLS
+        # The mode of the code being generated: raw everywhere in raw mode,
+        # except under the output's members named in ``keep`` (see
+        # ``_mode_for``).
         self.raw = raw
+        self.keep = keep if raw else frozenset()
+        self._root: tuple[str, str, str] | None = None
         self.lines: list[str] = []
         self.names: dict[tuple[Any, ...], str] = {}
         self.namespace: dict[str, Any] = {
@@ -282,7 +289,7 @@ class _Generator:
             "int": int,
             "float": float,
         }
-        self._identity: dict[tuple[str, str, str], bool] = {}
+        self._identity: dict[tuple[bool, tuple[str, str, str]], bool] = {}
         self._counter = 0
         # Member tables name functions that exist only once the source is
         # executed; they are resolved then (see ``link``).
@@ -291,6 +298,22 @@ class _Generator:
         # name, converter, same name) and the keys needing nothing, which
         # loops over many one-key objects read to skip the call.
         self.tables: dict[str, tuple[str, str]] = {}
+
+    @contextlib.contextmanager
+    def _mode_for(self, shape: Shape, member_name: str) -> Iterator[None]:
+        """Raw mode stops at the output's members in ``keep``: the caller
+        sends them back as they are (a DynamoDB ``LastEvaluatedKey`` becomes
+        the next ``ExclusiveStartKey``, and botocore would encode a blob
+        left as base64 text a second time), so they are converted as botocore
+        does."""
+        if not (self.raw and member_name in self.keep and _shape_key(shape) == self._root):
+            yield
+            return
+        self.raw = False
+        try:
+            yield
+        finally:
+            self.raw = True
 
     def _name(self, prefix: str) -> str:
         self._counter += 1
@@ -320,7 +343,7 @@ class _Generator:
         unchanged: unconverted scalars (botocore's default handler returns
         whatever it is given) and documents. In raw mode also containers of
         such values, unchecked (see :meth:`raw_identities`)."""
-        known = self._identity.get(_shape_key(shape))
+        known = self._identity.get((self.raw, _shape_key(shape)))
         if known is not None:
             return known
         kind = shape.type_name
@@ -375,7 +398,7 @@ class _Generator:
                 if not ok:
                     value[key] = False
                     changed = True
-        self._identity.update(value)
+        self._identity.update({(True, key): known for key, known in value.items()})
 
     def container_type(self, shape: Shape) -> str | None:
         """``"list"``/``"dict"`` when a value of ``shape`` comes out unchanged
@@ -413,7 +436,7 @@ class _Generator:
         return f"{self.json_function(shape)}({var})"
 
     def json_function(self, shape: Shape) -> str:
-        key = ("json", *_shape_key(shape))
+        key = ("json", self.raw, *_shape_key(shape))
         name = self.names.get(key)
         if name is not None:
             return name
@@ -442,11 +465,17 @@ class _Generator:
         members = self._json_members(shape)
         walk = name + "_walk"
         body = [f"def {walk}(v):", "    r = {}"]
+        converters: dict[str, str | None] = {}
         for member_name, json_name, member in members:
+            with self._mode_for(shape, member_name):
+                value = self.json_value(member, "x")
+                converters[json_name] = (
+                    None if self.is_identity(member) else self._json_converter(member)
+                )
             body += [
                 f"    x = v.get({json_name!r})",
                 "    if x is not None:",
-                f"        r[{member_name!r}] = {self.json_value(member, 'x')}",
+                f"        r[{member_name!r}] = {value}",
             ]
         body.append("    return r")
         self.emit(body)
@@ -455,12 +484,8 @@ class _Generator:
         # DynamoDB AttributeValue). Its output has that one member, or
         # nothing if the key is unknown.
         table = {
-            json_name: (
-                member_name,
-                None if self.is_identity(member) else self._json_converter(member),
-                json_name == member_name,
-            )
-            for member_name, json_name, member in members
+            json_name: (member_name, converters[json_name], json_name == member_name)
+            for member_name, json_name, _ in members
         }
         self._tables.append(table)
         table_name, plain = self.tables[name]
@@ -651,7 +676,7 @@ class _Generator:
         return f"{self.xml_function(shape)}({var})"
 
     def xml_function(self, shape: Shape) -> str:
-        key = ("xml", *_shape_key(shape))
+        key = ("xml", self.raw, *_shape_key(shape))
         name = self.names.get(key)
         if name is not None:
             return name
@@ -743,10 +768,12 @@ class _Generator:
                     f"{indent}else:",
                     f"{indent}    v{index}.append(c)",
                 ]
+            with self._mode_for(shape, members[index][0]):
+                value = self.xml_value(member, "c")
             return [
                 f"{indent}if v{index} is not _M:",
                 f"{indent}    raise _Fallback",
-                f"{indent}v{index} = {self.xml_value(member, 'c')}",
+                f"{indent}v{index} = {value}",
             ]
 
         def dispatch(lo: int, hi: int, indent: str) -> list[str]:
@@ -777,13 +804,15 @@ class _Generator:
         lines.append("    r = {}")
         for index, (member_name, member, _, flattened) in enumerate(members):
             lines.append(f"    if v{index} is not _M:")
-            if flattened and member.type_name == "list":
-                value = self.xml_value(member.member, "c")
-                lines.append(f"        r[{member_name!r}] = [{value} for c in v{index}]")
-            elif flattened:
-                lines.append(f"        r[{member_name!r}] = {self.xml_function(member)}(v{index})")
-            else:
-                lines.append(f"        r[{member_name!r}] = v{index}")
+            with self._mode_for(shape, member_name):
+                if flattened and member.type_name == "list":
+                    value = self.xml_value(member.member, "c")
+                    lines.append(f"        r[{member_name!r}] = [{value} for c in v{index}]")
+                elif flattened:
+                    function = self.xml_function(member)
+                    lines.append(f"        r[{member_name!r}] = {function}(v{index})")
+                else:
+                    lines.append(f"        r[{member_name!r}] = v{index}")
         lines.append("    return r")
         self.emit(lines)
 
@@ -839,6 +868,7 @@ class _Generator:
         if getattr(shape, "event_stream_name", None):
             raise NotCompilable("event stream")
         protocol = self.protocol
+        self._root = _shape_key(shape)
         if self.raw and not self.xml:
             self.raw_identities(shape)
         lines = ["def parse(response):", "    _refresh_zones()"]
@@ -964,7 +994,8 @@ class _Generator:
         # The run is read by one expression when it has the strict form
         # (see _xmlrun.py); the tree holds the rest, with an empty element
         # where the run stood.
-        run = self.xml_run(spec)
+        with self._mode_for(shape, spec.member):
+            run = self.xml_run(spec)
         spec_name = self.constant("S", spec)
         return [
             "    body = response['body']",
@@ -1027,10 +1058,11 @@ def _build(
     timestamp: Converter,
     blob: Converter,
     raw: bool,
+    keep: frozenset[str],
 ) -> tuple[CompiledParser | None, str]:
     if protocol not in PROTOCOLS:
         return None, f"# protocol {protocol} is not compiled"
-    generator = _Generator(protocol, timestamp, blob, raw)
+    generator = _Generator(protocol, timestamp, blob, raw, keep)
     generator.namespace["_fail"] = _fail
     try:
         generator.entry(operation)
@@ -1047,7 +1079,12 @@ def _build(
 
 
 def _key(
-    operation: OperationModel, protocol: str, timestamp: Converter, blob: Converter, raw: bool
+    operation: OperationModel,
+    protocol: str,
+    timestamp: Converter,
+    blob: Converter,
+    raw: bool,
+    keep: frozenset[str],
 ) -> tuple[Any, ...]:
     service = operation.service_model
     return (
@@ -1058,6 +1095,7 @@ def _key(
         timestamp,
         blob,
         raw,
+        keep if raw else frozenset(),
     )
 
 
@@ -1068,21 +1106,27 @@ def compile_operation(
     timestamp_parser: Converter,
     blob_parser: Converter = default_blob_parser,
     raw: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> CompiledParser | None:
     """The compiled parser of ``operation``'s successful responses, or
     ``None`` when it is not compiled (protocol, streaming, shape features).
 
     Built once per (service, API version, operation, protocol, converters,
-    raw) and cached for the process. The parser takes botocore's response
-    dict (``body``, ``headers``, ``status_code``) and returns what
-    ``parser.parse`` returns *before* ``HTTPStatusCode``/``HTTPHeaders`` are
-    added; it raises :class:`Fallback` (or anything else) when botocore's
-    parser must take the response.
+    raw, kept members) and cached for the process. ``raw=True`` leaves
+    values as decoded wherever a conversion can be skipped (see
+    :func:`asyncpager.parsers.install`), except under the output members
+    named in ``keep``, which the caller sends back (pagination tokens).
+
+    The parser takes botocore's response dict (``body``, ``headers``,
+    ``status_code``) and returns what ``parser.parse`` returns *before*
+    ``HTTPStatusCode``/``HTTPHeaders`` are added; it raises
+    :class:`Fallback` (or anything else) when botocore's parser must take
+    the response.
     """
-    key = _key(operation, protocol, timestamp_parser, blob_parser, raw)
+    key = _key(operation, protocol, timestamp_parser, blob_parser, raw, keep)
     entry = _CACHE.get(key)
     if entry is None:
-        entry = _build(operation, protocol, timestamp_parser, blob_parser, raw)
+        entry = _build(operation, protocol, timestamp_parser, blob_parser, raw, keep)
         _CACHE[key] = entry
     return entry[0]
 
@@ -1094,10 +1138,16 @@ def generated_source(
     timestamp_parser: Converter,
     blob_parser: Converter = default_blob_parser,
     raw: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> str:
     """The Python source compiled for ``operation`` (or why there is none):
     for debugging and for reading what a page costs."""
     compile_operation(
-        operation, protocol, timestamp_parser=timestamp_parser, blob_parser=blob_parser, raw=raw
+        operation,
+        protocol,
+        timestamp_parser=timestamp_parser,
+        blob_parser=blob_parser,
+        raw=raw,
+        keep=keep,
     )
-    return _CACHE[_key(operation, protocol, timestamp_parser, blob_parser, raw)][1]
+    return _CACHE[_key(operation, protocol, timestamp_parser, blob_parser, raw, keep)][1]

@@ -22,12 +22,14 @@ would on botocore's.
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import logging
 import os
+import re
 import xml.etree.ElementTree as ETree
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.parsers import ResponseParser
@@ -68,6 +70,42 @@ def fast_parse_enabled() -> bool:
 
 def _is_default_blob_parser(parser: Callable[[Any], Any]) -> bool:
     return getattr(parser, "__func__", None) is ResponseParser._default_blob_parser
+
+
+_TOKEN_HEAD = re.compile(r"\s*([A-Za-z0-9_]+)")
+
+
+@functools.cache
+def _paginators(service_name: str, api_version: str) -> Mapping[str, Any]:
+    from botocore.exceptions import DataNotFoundError
+    from botocore.loaders import create_loader
+
+    try:
+        model = create_loader().load_service_model(service_name, "paginators-1", api_version)
+    except DataNotFoundError:
+        return {}
+    pagination: Mapping[str, Any] = model.get("pagination", {})
+    return pagination
+
+
+def output_tokens(service_model: Any, operation_name: str) -> frozenset[str]:
+    """The output members ``operation_name``'s paginator reads its next
+    token from (``LastEvaluatedKey``; both names of
+    ``NextMarker || Contents[-1].Key``): what a caller sends back, so raw
+    mode converts them as botocore does."""
+    config = _paginators(service_model.service_name, service_model.api_version).get(
+        operation_name, {}
+    )
+    expressions = config.get("output_token", [])
+    if isinstance(expressions, str):
+        expressions = [expressions]
+    names: set[str] = set()
+    for expression in expressions:
+        for alternative in expression.split("||"):
+            head = _TOKEN_HEAD.match(alternative)
+            if head is not None:
+                names.add(head.group(1))
+    return frozenset(names)
 
 
 class FastParserFactory:
@@ -138,6 +176,7 @@ class FastParserFactory:
                     timestamp_parser=timestamp,
                     blob_parser=blob,
                     raw=self.raw,
+                    keep=output_tokens(self.service_model, name) if self.raw else frozenset(),
                 )
         self._compiled[key] = (shape, compiled)
         return compiled
