@@ -143,8 +143,14 @@ _CANONICAL_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
 
 
 def _json_number(raw: Any) -> Any:
-    if type(raw) is str and _CANONICAL_NUMBER(raw) is not None:
-        return _Fragment(raw)
+    if type(raw) is str:
+        # Most numbers are small counts and ids: an int is cheaper than a
+        # fragment, and orjson writes what decimal_text would (up to 18
+        # digits, well inside 64 bits; leading zeros dropped by both).
+        if raw.isdigit() and raw.isascii() and len(raw) < 19:
+            return int(raw)
+        if _CANONICAL_NUMBER(raw) is not None:
+            return _Fragment(raw)
     return Decimal(raw)
 
 
@@ -156,10 +162,13 @@ def _json_number_set(raw: Any) -> list[Any]:
 
 def _map_json(raw: Any) -> dict[str, Any]:
     # _map with the commonest types tested inline: a call per attribute
-    # value costs as much as the conversion itself.
+    # value costs as much as the conversion itself. The one key is unpacked
+    # from the dict itself, cheaper than from items() (anything but a
+    # one-key dict raises ValueError or TypeError here).
     out: dict[str, Any] = {}
     for k, v in raw.items():
-        ((tag, value),) = v.items()
+        (tag,) = v
+        value = v[tag]
         if tag == "S":
             out[k] = value
         elif tag == "N":
