@@ -83,6 +83,20 @@ def test_dynamodb_to_a_folder_of_parts(endpoint: LocalEndpoint, tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_dynamodb_lines_are_those_of_one_process(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    # Both write plain values from raw pages, numbers kept as their text: the
+    # same bytes line for line, whichever process wrote them.
+    one, joined = tmp_path / "one.jsonl", tmp_path / "joined.jsonl"
+    common = ("dynamodb", "cluster-table", "--segments", "4", "--endpoint-url", endpoint.url)
+    assert run(*common, "-o", str(one), "--workers", "1").returncode == 0
+    done = run(*common, "-o", str(joined), "--cluster", "local:2", timeout=180)
+    assert done.returncode == 0
+    expected = sorted(one.read_bytes().splitlines())
+    assert len(expected) == N_ITEMS
+    assert sorted(joined.read_bytes().splitlines()) == expected
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "kill-9"])
 def test_driver_stopped_then_restarted_with_its_checkpoint(
     endpoint: LocalEndpoint, tmp_path: Path, sig: int

@@ -70,11 +70,8 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
         streams, _labels, limits, total = await _plan(args)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)
-    records = PageRecords(
-        args.query,
-        plain_dynamodb=args.command == "dynamodb" and not args.dynamodb_json,
-        label_keys=label_keys(args),
-    )
+    plain_dynamodb = args.command == "dynamodb" and not args.dynamodb_json
+    records = PageRecords(args.query, plain_dynamodb=plain_dynamodb, label_keys=label_keys(args))
     with progress:
         async with backend:
             result = await until_interrupted(
@@ -94,6 +91,11 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
                         "concurrency": args.concurrency,
                         "verify_ssl": not args.no_verify_ssl,
                         "fast_parse": False if args.no_fast_parse else None,
+                        # As in one process: plain values are made from the
+                        # items as sent.
+                        "raw_services": ["dynamodb"]
+                        if plain_dynamodb and args.query is None
+                        else [],
                     },
                     on_stats=lambda bodies: progress.update_many(describe_many(bodies)),
                 ),

@@ -11,6 +11,7 @@ committed folder.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import shutil
@@ -52,10 +53,14 @@ class PageRecords:
         *,
         plain_dynamodb: bool = True,
         label_keys: Sequence[str] = (),
+        json_lines: bool = False,
     ) -> None:
         self.query = query
         self.plain_dynamodb = plain_dynamodb
         self.label_keys = list(label_keys)
+        #: Records only written as JSON Lines (see ``make_records``); set by
+        #: ``export_on_cluster`` from the output's format.
+        self.json_lines = json_lines
         self._built: Records | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -73,6 +78,7 @@ class PageRecords:
                 query=_compile_query(self.query),
                 plain_dynamodb=self.plain_dynamodb,
                 label_keys=self.label_keys,
+                json_lines=self.json_lines,
             )
         return self._built(stream, page)
 
@@ -265,6 +271,9 @@ async def export_on_cluster(
                 share = share_limits(limits, 1.0 / max(1, min(slots, len(todo) or 1)))
         reporter = backend.reporter(seen)
         base_records = records if records is not None else PageRecords()
+        if isinstance(base_records, PageRecords) and fmt == "jsonl":
+            base_records = copy.copy(base_records)
+            base_records.json_lines = True
         specs = [
             GroupSpec(
                 index=i,
