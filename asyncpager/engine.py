@@ -17,10 +17,15 @@
   with ten thousand streams and 64 slots every stream gets its turn in
   round-robin order. A thousand streams cost a thousand small records, not a
   thousand tasks.
-* **Backpressure.** A page waits for room in the page queue (``queue_pages``)
-  *and* in the byte budget (``queue_bytes``) before it is queued, so the
-  workers stop fetching when consumers fall behind; memory depends on the
-  queue size and the page size, not on the size of the listing.
+* **Backpressure.** A request first reserves the bytes its page is expected
+  to take (the largest page of its operation so far, else a prior: DynamoDB
+  pages hold up to 1 MB of data) in the byte budget
+  (``queue_bytes``), which the page keeps until it is acknowledged; a page
+  then waits for room in the page queue (``queue_pages``). So the workers
+  stop fetching when consumers fall behind, and the pages in flight count
+  as well as the queued ones: memory depends on the budget and the page
+  size, not on the size of the listing nor on ``concurrency`` (a DynamoDB
+  export with 32 segments held all 32 parsed pages in flight: 1.45 GB).
 * **Acknowledgement.** A page is acknowledged when its consumer returns (or,
   in ``pages()``, when the caller asks for the next page). A stream's
   committed position advances only over an unbroken run of acknowledged
@@ -171,36 +176,58 @@ class _ByteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._waiters: deque[tuple[int, anyio.Event]] = deque()
+        self._waiters: deque[_BudgetWaiter] = deque()
 
-    async def acquire(self, amount: int) -> None:
-        if not self._waiters and (self.used == 0 or self.used + amount <= self.limit):
-            self.used += amount
+    async def acquire(self, amount: Callable[[], int]) -> int:
+        """Wait for room for ``amount()`` bytes and take them; return how
+        many. The amount is asked for when room is looked for, so a request
+        that waited reserves what is expected by the time it goes (the
+        first page of its operation may have come back meanwhile)."""
+        wanted = amount()
+        if not self._waiters and (self.used == 0 or self.used + wanted <= self.limit):
+            self.used += wanted
             await anyio.lowlevel.checkpoint()
-            return
-        event = anyio.Event()
-        entry = (amount, event)
-        self._waiters.append(entry)
+            return wanted
+        waiter = _BudgetWaiter(amount)
+        self._waiters.append(waiter)
         try:
-            await event.wait()
+            await waiter.event.wait()
         except BaseException:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
-            elif event.is_set():
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.event.is_set():
                 # Granted while being cancelled: give it back.
-                self.release(amount)
+                self.release(waiter.granted)
             raise
+        return waiter.granted
+
+    def take(self, amount: int) -> None:
+        """``amount`` more, at once: a page that came out larger than its
+        reservation. Waiting here could wedge the run (every worker holding
+        a reservation and waiting for more, nothing queued to free any)."""
+        self.used += amount
 
     def release(self, amount: int) -> None:
         self.used -= amount
         while self._waiters:
-            amount_next, event = self._waiters[0]
-            if self.used == 0 or self.used + amount_next <= self.limit:
+            waiter = self._waiters[0]
+            wanted = waiter.amount()
+            if self.used == 0 or self.used + wanted <= self.limit:
                 self._waiters.popleft()
-                self.used += amount_next
-                event.set()
+                self.used += wanted
+                waiter.granted = wanted
+                waiter.event.set()
             else:
                 break
+
+
+class _BudgetWaiter:
+    __slots__ = ("amount", "event", "granted")
+
+    def __init__(self, amount: Callable[[], int]) -> None:
+        self.amount = amount
+        self.event = anyio.Event()
+        self.granted = 0
 
 
 class _StreamRun:
@@ -275,6 +302,13 @@ class _Hooks:
     def on_retry(self, operation: str) -> None:
         self._run.stats.retries += 1
         self._fetcher.stats.retries += 1
+
+
+#: What a request of a stream with no page yet reserves, before any page of
+#: its operation is seen: DynamoDB's pages hold up to 1 MB of data, which
+#: its typed JSON makes two to three times larger on the wire.
+_PRIOR_PAGE_BYTES = {"dynamodb": 4 * 1024 * 1024}
+_DEFAULT_PAGE_BYTES = 256 * 1024
 
 
 def _page_size(page: Page) -> int:
@@ -549,6 +583,8 @@ class _Run:
         self.busy = 0  # workers fetching right now
         self.wakeup = anyio.Event()
         self.budget = _ByteBudget(fetcher.queue_bytes)
+        # (service, operation) -> wire bytes of its largest page so far.
+        self._sizes: dict[tuple[str, str], int] = {}
         self.send: MemoryObjectSendStream[_Delivery]
         self.receive: MemoryObjectReceiveStream[_Delivery]
         self.send, self.receive = anyio.create_memory_object_stream[_Delivery](fetcher.queue_pages)
@@ -687,22 +723,45 @@ class _Run:
             self._cursors.add(run.cursor)
         return run.cursor
 
+    def _expected_size(self, run: _StreamRun) -> int:
+        # The largest page of the operation so far: the last page of a
+        # stream is often nearly empty (a scan segment's end, a probe), and
+        # reserving that for the others' full pages would let them all go.
+        shape = run.shape
+        known = self._sizes.get((shape.service, shape.operation))
+        if known is not None:
+            return known
+        return _PRIOR_PAGE_BYTES.get(shape.service, _DEFAULT_PAGE_BYTES)
+
     async def _turn(self, run: _StreamRun, send: MemoryObjectSendStream[_Delivery]) -> bool:
         """Fetch one page of ``run``; tell whether the stream has more."""
         run.stats.status = "running"
+        reserved = await self.budget.acquire(lambda: self._expected_size(run))
         try:
             cursor = await self._cursor(run)
             page = await cursor.next_page()
         except Exception as exc:
+            self.budget.release(reserved)
             self._fail(run, exc)
             return False
+        except BaseException:
+            self.budget.release(reserved)
+            raise
         if page is None:
+            self.budget.release(reserved)
             await self._end(run, cursor)
             return False
         seq = run.next_seq
         run.next_seq += 1
         run.positions[seq] = cursor.position
         size = _page_size(page)
+        kind = (run.shape.service, run.shape.operation)
+        if size > self._sizes.get(kind, 0):
+            self._sizes[kind] = size
+        if size > reserved:
+            self.budget.take(size - reserved)
+        elif size < reserved:
+            self.budget.release(reserved - size)
         items = cursor.count_items(page)
         run.stats.pages += 1
         run.stats.items += items
@@ -711,7 +770,6 @@ class _Run:
         self.stats.items += items
         self.stats.bytes += size
         self._maybe_split(run, cursor)
-        await self.budget.acquire(size)
         try:
             self.stats.queue_bytes = self.budget.used
             run.stats.outstanding += 1

@@ -411,3 +411,43 @@ async def test_raw_services_page_a_binary_key_table_exactly(moto_server: str) ->
                 seen.append(base64.b64decode(item["pk"]["B"]))
     assert pages >= 8
     assert sorted(seen) == sorted(keys)
+
+
+async def test_byte_budget_bounds_pages_in_flight_too() -> None:
+    # A request reserves its page's expected size before it is sent, so the
+    # pages in flight count against queue_bytes as the queued ones do: with
+    # 32 segments and 64 workers, not every segment holds a page at once.
+    from asyncpager.testing import LocalEndpoint, Table
+
+    with LocalEndpoint(tables=[Table("budget", 8_000, item_shape="mixed")]) as ep:
+        streams = [
+            Stream(
+                "dynamodb",
+                "scan",
+                {"TableName": "budget", "Segment": s, "TotalSegments": 32},
+                region="us-east-1",
+                endpoint_url=ep.url,
+                page_size=50,
+            )
+            for s in range(32)
+        ]
+        budget = 120_000
+        sizes: list[int] = []
+        consumed = peak = 0
+        fetcher = Fetcher(concurrency=64, queue_pages=64, queue_bytes=budget)
+        async with fetcher, fetcher.pages(streams) as flow:
+            async for _stream, page in flow:
+                sizes.append(int(page["ResponseMetadata"]["HTTPHeaders"]["content-length"]))
+                # Pages fetched and not yet consumed, while full pages flow
+                # (each segment ends with a nearly empty page, and many of
+                # those fit in the budget at once, as they should).
+                if consumed < 120:
+                    peak = max(peak, fetcher.stats.pages - consumed)
+                consumed += 1
+                await anyio.sleep(0.002)
+    assert consumed == fetcher.stats.pages >= 160
+    full = sorted(sizes)[len(sizes) // 2]
+    assert budget // full >= 3
+    # The budget's worth, the page held here, and slack for a page larger
+    # than its reservation: far from one page per segment.
+    assert peak <= budget // full + 3 < 32
