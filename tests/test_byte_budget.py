@@ -58,17 +58,23 @@ async def test_take_never_waits() -> None:
     assert budget.used == 0
 
 
+async def _request(budget: _ByteBudget, amount: int, scope: anyio.CancelScope) -> None:
+    # As the engine's turn does: what acquire() returned is released when
+    # the request ends, cancelled or not.
+    with scope:
+        got = await budget.acquire(lambda: amount)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            budget.release(got)
+
+
 async def test_a_cancelled_waiter_takes_nothing() -> None:
     budget = _ByteBudget(100)
     await budget.acquire(lambda: 100)
     async with anyio.create_task_group() as tg:
         scope = anyio.CancelScope()
-
-        async def waiter() -> None:
-            with scope:
-                await budget.acquire(lambda: 50)
-
-        tg.start_soon(waiter)
+        tg.start_soon(_request, budget, 50, scope)
         await anyio.wait_all_tasks_blocked()
         scope.cancel()
     assert budget.used == 100
@@ -79,23 +85,13 @@ async def test_a_cancelled_waiter_takes_nothing() -> None:
 
 
 async def test_granted_and_cancelled_in_one_step_leaves_nothing_taken() -> None:
-    # As the engine's turn does: what acquire() returned is released when
-    # the request is cancelled; what it granted but could not return (the
-    # cancellation came first) it gives back itself.
+    # What acquire() granted but could not return (the cancellation came
+    # first) it gives back itself.
     budget = _ByteBudget(100)
     await budget.acquire(lambda: 100)
     async with anyio.create_task_group() as tg:
         scope = anyio.CancelScope()
-
-        async def waiter() -> None:
-            with scope:
-                got = await budget.acquire(lambda: 40)
-                try:
-                    await anyio.sleep_forever()
-                finally:
-                    budget.release(got)
-
-        tg.start_soon(waiter)
+        tg.start_soon(_request, budget, 40, scope)
         await anyio.wait_all_tasks_blocked()
         budget.release(100)
         scope.cancel()
