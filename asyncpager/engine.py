@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -63,6 +63,9 @@ from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedE
 from asyncpager.pacing import Pacer, PacerLike, RateLimit
 from asyncpager.retry import Failure, RetryPolicy, translate
 from asyncpager.streams import Cursor, OperationCursor, Stream
+
+if TYPE_CHECKING:
+    from asyncpager.parsers import RawMode
 
 __all__ = [
     "CursorFactory",
@@ -339,7 +342,9 @@ class Fetcher:
     (``fast_parse``; identical pages, several times less CPU), all closed on
     exit. For the services in ``raw_services`` the pages skip conversions a
     writer does not need (see :func:`asyncpager.parsers.install`'s ``raw``):
-    DynamoDB items keep their blobs as the base64 text that was sent. Pass ``clients`` to
+    DynamoDB items keep their blobs as the base64 text that was sent. Give
+    service names, or a mapping from service to mode (``{"s3": "json"}``:
+    timestamps as the ISO 8601 text the JSON writers would make). Pass ``clients`` to
     use your own: a mapping from ``service`` or ``(service, region)`` to a
     client (aiobotocore or aioboto3); those are not closed.
 
@@ -366,7 +371,7 @@ class Fetcher:
         split: bool = True,
         verify_ssl: bool = True,
         fast_parse: bool | None = None,
-        raw_services: Iterable[str] = (),
+        raw_services: Iterable[str] | Mapping[str, RawMode] = (),
         pacer: PacerLike | None = None,
     ) -> None:
         if concurrency < 1:
@@ -392,7 +397,11 @@ class Fetcher:
         self.split_enabled = split
         self.verify_ssl = verify_ssl
         self.fast_parse = fast_parse
-        self.raw_services = frozenset(raw_services)
+        self.raw_services: dict[str, RawMode] = (
+            dict(raw_services)
+            if isinstance(raw_services, Mapping)
+            else dict.fromkeys(raw_services, True)
+        )
         self.stats = Stats()
         self._given_clients = dict(clients or {})
         self._session = session
@@ -510,7 +519,9 @@ class Fetcher:
         # Parsing, not the network, caps a core (about 15 S3 pages a second
         # with botocore's parser): clients the fetcher makes parse with the
         # compiled parsers unless told not to (ASYNCPAGER_FAST_PARSE=0).
-        install_parsers(client, enabled=self.fast_parse, raw=stream.service in self.raw_services)
+        install_parsers(
+            client, enabled=self.fast_parse, raw=self.raw_services.get(stream.service, False)
+        )
         self._sharing.made(client)
         return client
 

@@ -396,3 +396,40 @@ def test_workers_refuse_csv_and_a_changed_worker_count(
     again = subprocess.run(three, env=env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2
     assert "--workers" in again.stderr
+
+
+def test_s3_lines_carry_botocores_timestamps(moto_data: dict[str, Any], tmp_path: Path) -> None:
+    # The command reads S3 listings for JSON Lines in raw "json" mode: each
+    # LastModified is cut from the wire text. It must be what writing
+    # botocore's datetime gives, and CSV (which gets datetimes) must agree.
+    import boto3
+
+    from asyncpager.convert import plain_to_json_line
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_data["url"])
+    expected = {
+        o["Key"]: json.loads(plain_to_json_line(o))
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=moto_data["bucket"])
+        for o in page.get("Contents", [])
+    }
+    lines, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    common = (f"s3://{moto_data['bucket']}", "--endpoint-url", moto_data["url"])
+    run("s3", *common, "-o", str(lines), "--workers", "1")
+    run("s3", *common, "-o", str(table), "--workers", "1")
+    got = {r["Key"]: r for r in read_records(lines)}
+    assert got == expected
+    assert all("+00:00" in r["LastModified"] for r in got.values())
+    assert {r["Key"]: r["LastModified"] for r in read_records(table)} == {
+        k: r["LastModified"] for k, r in got.items()
+    }
+
+
+def test_raw_services_only_where_the_output_is_the_same() -> None:
+    from asyncpager.cli import raw_services
+
+    assert raw_services("s3", False, None, True) == {"s3": "json"}
+    assert raw_services("s3", False, None, False) == {}
+    assert raw_services("s3", False, object(), True) == {}
+    assert raw_services("dynamodb", True, None, False) == {"dynamodb": True}
+    assert raw_services("dynamodb", False, None, True) == {}
+    assert raw_services("call", False, None, True) == {}

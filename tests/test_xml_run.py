@@ -222,3 +222,70 @@ def test_generated_keys_read_like_botocore(keys: list[str], rng: random.Random) 
     ours, theirs = parse_both(body)
     assert not isinstance(theirs, Exception), theirs
     assert_same(ours, theirs)
+
+
+# -- raw "json" mode: timestamps as the text the JSON writers make ---------------
+
+_TIMES = [
+    "2024-05-01T10:20:30.123Z",
+    "2024-05-01T10:20:30.000Z",
+    "2024-05-01T10:20:30Z",
+    "2024-05-01T10:20:30.000100Z",
+    "2024-05-01T10:20:30.120000Z",
+    "1999-12-31T23:59:59.999Z",
+    "2024-02-29T00:00:00.001Z",
+]
+
+
+@pytest.mark.parametrize("name", [*STRICT, *DECLINED])
+def test_json_mode_writes_what_botocores_page_writes(name: str) -> None:
+    from asyncpager.convert import plain_to_json_line
+
+    body = {**STRICT, **DECLINED}[name]
+    for when in _TIMES:
+        timed = body.replace(b"2024-05-01T10:20:30.123Z", when.encode())
+        response = response_dict("ListObjectsV2", timed, _HEADERS)
+        ours, theirs = both_ways("s3", "ListObjectsV2", response, raw="json")
+        if isinstance(theirs, Exception):
+            assert isinstance(ours, Exception)
+            continue
+        written = [plain_to_json_line(item) for item in ours.get("Contents", [])]
+        assert written == [plain_to_json_line(item) for item in theirs.get("Contents", [])]
+        if ours.get("Contents") and "LastModified" in ours["Contents"][0]:
+            assert isinstance(ours["Contents"][0]["LastModified"], str)
+
+
+_SHAPED = st.builds(
+    lambda y, mo, d, h, mi, s, fraction: (
+        f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{fraction}Z"
+    ),
+    st.integers(1, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.one_of(
+        st.just(""),
+        st.integers(0, 999).map(lambda f: f".{f:03d}"),
+        st.integers(0, 999_999).map(lambda f: f".{f:06d}"),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_SHAPED, st.text(max_size=30), st.floats(0, 4e9), st.integers(0, 4_000_000_000)))
+def test_iso_timestamp_is_fast_timestamps_isoformat(value: Any) -> None:
+    from asyncpager.parsers import iso_timestamp
+    from asyncpager.parsers._timestamps import refresh_zones
+
+    refresh_zones()
+    assert outcome(iso_timestamp, value) == outcome(lambda v: fast_timestamp(v).isoformat(), value)
+
+
+def outcome(function: Any, value: Any) -> Any:
+    """What ``function(value)`` returns, or the type of what it raises."""
+    try:
+        return function(value)
+    except Exception as exc:
+        return type(exc)

@@ -45,8 +45,9 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
         _plan,
         _plan_fingerprint,
         label_keys,
+        raw_services,
     )
-    from asyncpager.cluster._driver import PageRecords, export_on_cluster
+    from asyncpager.cluster._driver import PageRecords, _layout, export_on_cluster
     from asyncpager.cluster.dask import DaskBackend
     from asyncpager.progress import Progress, describe_many
 
@@ -91,11 +92,13 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
                         "concurrency": args.concurrency,
                         "verify_ssl": not args.no_verify_ssl,
                         "fast_parse": False if args.no_fast_parse else None,
-                        # As in one process: plain values are made from the
-                        # items as sent.
-                        "raw_services": ["dynamodb"]
-                        if plain_dynamodb and args.query is None
-                        else [],
+                        # As in one process (see raw_services).
+                        "raw_services": raw_services(
+                            args.command,
+                            plain_dynamodb,
+                            args.query,
+                            _layout(args.output, args.format)[2] == "jsonl",
+                        ),
                     },
                     on_stats=lambda bodies: progress.update_many(describe_many(bodies)),
                 ),

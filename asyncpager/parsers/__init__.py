@@ -33,7 +33,7 @@ Opting out: ``ASYNCPAGER_FAST_PARSE=0`` in the environment, or
 
 from __future__ import annotations
 
-from asyncpager.parsers._compiler import compile_operation, generated_source
+from asyncpager.parsers._compiler import RawMode, compile_operation, generated_source
 from asyncpager.parsers._install import (
     ENV_VAR,
     FastParserFactory,
@@ -43,17 +43,19 @@ from asyncpager.parsers._install import (
     is_installed,
     uninstall,
 )
-from asyncpager.parsers._timestamps import parse_timestamp
+from asyncpager.parsers._timestamps import iso_timestamp, parse_timestamp
 
 __all__ = [
     "ENV_VAR",
     "FastParserFactory",
+    "RawMode",
     "compile_operation",
     "fast_parse_enabled",
     "freeze_pages",
     "generated_source",
     "install",
     "is_installed",
+    "iso_timestamp",
     "parse_timestamp",
     "uninstall",
 ]

@@ -48,13 +48,13 @@ import binascii
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 from xml.etree import ElementTree as ETree
 
 from botocore.model import OperationModel, Shape
 from botocore.utils import ensure_boolean
 
-from asyncpager.parsers._timestamps import refresh_zones
+from asyncpager.parsers._timestamps import iso_timestamp, refresh_zones
 from asyncpager.parsers._xmlrun import PARSED_RUN, RunSpec, run_spec, split, unescape
 from asyncpager.parsers._xmlrun import local_name as _local
 
@@ -239,6 +239,12 @@ def _xml_empty() -> ETree.Element:
 # -- code generation --------------------------------------------------------------
 
 
+#: ``False``: botocore's values. ``True``: values as sent wherever a
+#: conversion can be skipped. ``"json"``: as ``True``, with timestamps as the
+#: ISO 8601 text the JSON writers make of botocore's datetimes.
+RawMode = bool | Literal["json"]
+
+
 def _shape_key(shape: Shape) -> tuple[str, str, str]:
     # Member references may carry their own serialization (locationName,
     # flattened), so the same named shape can need two functions.
@@ -254,15 +260,17 @@ class _Generator:
         protocol: str,
         timestamp: Converter,
         blob: Converter,
-        raw: bool,
+        raw: RawMode,
         keep: frozenset[str] = frozenset(),
     ) -> None:
         self.protocol = protocol
         self.xml = protocol in XML_PROTOCOLS
         # The mode of the code being generated: raw everywhere in raw mode,
         # except under the output's members named in ``keep`` (see
-        # ``_mode_for``).
-        self.raw = raw
+        # ``_mode_for``). In raw "json" mode timestamps become the ISO 8601
+        # text the JSON writers make of botocore's datetimes.
+        self.raw = bool(raw)
+        self.iso = raw == "json"
         self.keep = keep if raw else frozenset()
         self._root: tuple[str, str, str] | None = None
         self.lines: list[str] = []
@@ -271,6 +279,7 @@ class _Generator:
             "_M": _M,
             "_Fallback": Fallback,
             "_ts": timestamp,
+            "_iso": iso_timestamp,
             "_blob": blob,
             "_learn": _learn,
             "_local": _local,
@@ -347,7 +356,9 @@ class _Generator:
         if known is not None:
             return known
         kind = shape.type_name
-        if kind in ("timestamp", "blob"):
+        if kind == "timestamp":
+            return self.raw and not self.iso
+        if kind == "blob":
             return self.raw
         if kind in ("integer", "long", "float", "double", "boolean"):
             return self.protocol == "json" or self.raw
@@ -424,7 +435,7 @@ class _Generator:
             return f"({var} if type({var}) is {container} else _fail())"
         kind = shape.type_name
         if kind == "timestamp":
-            return f"_ts({var})"
+            return f"_iso({var})" if self.raw else f"_ts({var})"
         if kind == "blob":
             return f"_blob({var})"
         if kind in ("integer", "long"):
@@ -547,7 +558,7 @@ class _Generator:
         """A callable (by name) converting one non-null value."""
         kind = shape.type_name
         if kind == "timestamp":
-            return "_ts"
+            return "_iso" if self.raw else "_ts"
         if kind == "blob":
             return "_blob"
         if kind in ("integer", "long"):
@@ -656,7 +667,9 @@ class _Generator:
         if kind == "boolean":
             return f"({text} == 'true')"
         if kind == "timestamp":
-            return text if self.raw else f"_ts({text})"
+            if not self.raw:
+                return f"_ts({text})"
+            return f"_iso({text})" if self.iso else text
         if kind == "blob":
             return text if self.raw else f"_blob({text})"
         raise NotCompilable(f"not a scalar: {kind}")
@@ -1057,7 +1070,7 @@ def _build(
     protocol: str,
     timestamp: Converter,
     blob: Converter,
-    raw: bool,
+    raw: RawMode,
     keep: frozenset[str],
 ) -> tuple[CompiledParser | None, str]:
     if protocol not in PROTOCOLS:
@@ -1083,7 +1096,7 @@ def _key(
     protocol: str,
     timestamp: Converter,
     blob: Converter,
-    raw: bool,
+    raw: RawMode,
     keep: frozenset[str],
 ) -> tuple[Any, ...]:
     service = operation.service_model
@@ -1105,7 +1118,7 @@ def compile_operation(
     *,
     timestamp_parser: Converter,
     blob_parser: Converter = default_blob_parser,
-    raw: bool = False,
+    raw: RawMode = False,
     keep: frozenset[str] = frozenset(),
 ) -> CompiledParser | None:
     """The compiled parser of ``operation``'s successful responses, or
@@ -1137,7 +1150,7 @@ def generated_source(
     *,
     timestamp_parser: Converter,
     blob_parser: Converter = default_blob_parser,
-    raw: bool = False,
+    raw: RawMode = False,
     keep: frozenset[str] = frozenset(),
 ) -> str:
     """The Python source compiled for ``operation`` (or why there is none):
