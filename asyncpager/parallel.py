@@ -11,6 +11,10 @@ parts into the output (JSON Lines parts are concatenated byte for byte, gzip
 members and zstd frames included; Parquet parts are merged) with one atomic
 rename, and marks the main checkpoint complete.
 
+The workers are started first, so that their start-up (imports, most of a
+second of CPU each) runs while the coordinator plans; each gets its share of
+the plan as the first line on its standard input.
+
 Crash safety is each worker's: kill anything at any moment, run the same
 command again, and every worker resumes its own part from its own checkpoint
 (the deal of streams to workers is saved in the main checkpoint before any
@@ -53,6 +57,45 @@ def _output_format(args: argparse.Namespace) -> str:
 
 async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: anyio.Event) -> int:
     """The coordinator of ``--workers N`` (N > 1)."""
+    workers = int(args.workers)
+    processes = _start_workers(workers)
+    try:
+        return await _coordinate(args, argv, interrupted, processes)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                # Never given work (a bad argument, already complete): EOF
+                # on its input ends it quietly; anything else is killed.
+                if p.stdin is not None and not p.stdin.closed:
+                    p.stdin.close()
+                try:
+                    await anyio.to_thread.run_sync(p.wait, 5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            if p.stderr is not None and not p.stderr.closed:
+                p.stderr.close()
+
+
+def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "asyncpager.parallel"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Ctrl-C goes to the coordinator only; it forwards it.
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+
+
+async def _coordinate(
+    args: argparse.Namespace,
+    argv: list[str],
+    interrupted: anyio.Event,
+    processes: list[subprocess.Popen[bytes]],
+) -> int:
     from asyncpager.cli import (
         EXIT_FAILED,
         EXIT_INTERRUPTED,
@@ -63,8 +106,8 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
     )
     from asyncpager.progress import Progress, describe_many
 
-    workers = int(args.workers)
-    # The same checks as one process makes, once, before any worker starts.
+    workers = len(processes)
+    # The same checks as one process makes, once, before any worker works.
     check_export_args(args)
     fmt = _output_format(args)
     if fmt not in JOINABLE_FORMATS:
@@ -116,7 +159,6 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
             )
     parts_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
-    processes: list[subprocess.Popen[bytes]] = []
     stats_files: list[Path] = []
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show)
@@ -133,18 +175,16 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
                     "stats": str(parts_dir / f"part-{index:04d}.stats.json"),
                     "streams": [s.to_json() for s in group],
                 }
-                config_path = parts_dir / f"part-{index:04d}.json"
-                config_path.write_text(json.dumps(config), encoding="utf-8")
                 stats_files.append(Path(config["stats"]))
-                processes.append(
-                    subprocess.Popen(  # noqa: ASYNC220 - a few starts, then the loop polls
-                        [sys.executable, "-m", "asyncpager.parallel", str(config_path)],
-                        stdin=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        # Ctrl-C goes to the coordinator only; it forwards it.
-                        start_new_session=True,
-                    )
-                )
+                # Its share, as one line; the input then stays open until
+                # the coordinator exits (the worker stops on EOF).
+                stdin = processes[index].stdin
+                assert stdin is not None
+                try:
+                    stdin.write(json.dumps(config).encode() + b"\n")
+                    stdin.flush()
+                except BrokenPipeError:
+                    pass  # it died starting: its exit code says so below
             while any(p.poll() is None for p in processes):
                 if interrupted.is_set():
                     for p in processes:
@@ -180,6 +220,8 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
         return worst if worst in (1, 2) else EXIT_FAILED
     parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
     written = sum(_items_written(f) for f in stats_files)
+    # Read before the parts' folder (where they are) is removed.
+    totals = _read_stats(stats_files)
     await anyio.to_thread.run_sync(join_parts, parts, args.output, fmt)
     if checkpoint is not None:
         checkpoint.save(
@@ -187,7 +229,6 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
         )
     shutil.rmtree(parts_dir, ignore_errors=True)
     if args.stats:
-        totals = _read_stats(stats_files)
         body = {"workers": workers, "items_written": written, "per_worker": totals}
         with contextlib.suppress(OSError):
             await anyio.Path(args.stats).write_text(json.dumps(body, indent=2), encoding="utf-8")
@@ -223,12 +264,28 @@ def _die_with_parent() -> None:
             libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def worker_main(config_path: str) -> int:
-    """One worker: the ordinary export of the streams it was dealt."""
+def _warm_up() -> None:
+    """What every export imports, imported while the coordinator plans."""
+    import aiobotocore.session  # noqa: F401
+    import botocore.loaders  # noqa: F401
+
+    import asyncpager.engine
+    import asyncpager.export
+    import asyncpager.parsers
+    import asyncpager.sinks  # noqa: F401
+
+
+def worker_main() -> int:
+    """One worker: the ordinary export of the streams it was dealt, which
+    come as the first line on its standard input."""
     _die_with_parent()
     from asyncpager.cli import build_parser, main_guarded
 
-    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    _warm_up()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0  # the coordinator stopped before dealing any work
+    config = json.loads(line)
     args = build_parser().parse_args(config["argv"])
     args.output = config["output"]
     args.checkpoint = config["checkpoint"]
@@ -271,7 +328,7 @@ def worker_main(config_path: str) -> int:
 
 
 if __name__ == "__main__":
-    exit_code = worker_main(sys.argv[1])
+    exit_code = worker_main()
     sys.stdout.flush()
     sys.stderr.flush()
     # The thread that watches stdin for the coordinator's exit may still be

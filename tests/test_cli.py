@@ -389,6 +389,9 @@ def test_workers_refuse_csv_and_a_changed_worker_count(
                "--workers", "2", check=False)  # fmt: skip
     assert done.returncode == 2
     assert "jsonl or parquet" in done.stderr
+    # The workers were started before the check, to import while it ran:
+    # they were told to stop, and did, before the command returned.
+    assert _worker_processes() == []
     out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
     argv = [*export_argv(endpoint, "s3", out, checkpoint), "--workers", "2"]
     interrupt_and_resume(argv, signal.SIGKILL, [1.2])
@@ -433,3 +436,30 @@ def test_raw_services_only_where_the_output_is_the_same() -> None:
     assert raw_services("dynamodb", True, None, False) == {"dynamodb": True}
     assert raw_services("dynamodb", False, None, True) == {}
     assert raw_services("call", False, None, True) == {}
+
+
+def test_workers_stats_carry_each_workers_figures(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
+    run("s3", "s3://crash-bucket", "--endpoint-url", endpoint.url, "-o", str(out),
+        "--workers", "2", "--stats", str(stats))  # fmt: skip
+    body = json.loads(stats.read_text())
+    assert body["items_written"] == N_KEYS
+    per_worker = body["per_worker"]
+    assert len(per_worker) == 2
+    assert sum(w["items_written"] for w in per_worker) == N_KEYS
+    assert all(w["requests"] > 0 for w in per_worker)
+
+
+def _worker_processes() -> list[int]:
+    """Live ``--workers`` worker processes on this machine (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"asyncpager.parallel" in cmdline:
+            found.append(int(entry.name))
+    return found
