@@ -2,6 +2,7 @@
 
     python -m benchmarks.export_figures [--keys 300000] [--items 100000] [--latency 0.05]
                                         [--rounds 2] [--boto3] [--output jsonl|csv|jsonl.gz ...]
+                                        [--only s3|dynamodb] [--workers N]
 
 For S3 (one bucket, keys in a folder tree) and DynamoDB (a parallel scan of
 items of a dozen attribute types), each round runs, one after the other:
@@ -9,10 +10,13 @@ items of a dozen attribute types), each round runs, one after the other:
 * ``bare``: the library's ``Fetcher`` over the same streams the CLI plans,
   counting items as pages arrive;
 * ``cli``: ``asyncpager s3|dynamodb ... -o FILE --workers 1``;
+* optionally (``--workers N``, N > 1) the same command with ``--workers N``,
+  not pinned: every core, as a user runs it; its items/s is over the whole
+  command's wall time (start-up and the join of the parts included);
 * optionally (``--boto3``) the sync boto3 paginator, the baseline of the
   issue's targets, on a smaller bucket and table of the same shapes.
 
-The endpoint runs in its own process on core 0, every client on core 1.
+The endpoint runs in its own process on core 0, every other client on core 1.
 CPU is the client process's user + system time (every thread, start-up
 included), from ``wait4``; the same run on a one-item bucket or table gives
 the fixed cost (imports, clients), which the per-million figure leaves out.
@@ -81,12 +85,17 @@ def _pin() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
 
-def _child(command: list[str]) -> tuple[str, float, float]:
-    """stdout, wall seconds and CPU seconds (every thread) of a child process."""
+def _child(command: list[str], *, pin: bool = True) -> tuple[str, float, float]:
+    """stdout, wall seconds and CPU seconds (every thread and child process)
+    of a child process."""
     before = os.times()
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_pin, text=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_pin if pin else None,
+        text=True,
     )
     out, err = process.communicate(timeout=3600)
     wall = time.perf_counter() - started
@@ -111,7 +120,9 @@ def _boto3(kind: str, name: str, url: str) -> dict[str, Any]:
     return {"items": result["items"], "span": result["span"], "wall": wall, "cpu": cpu}
 
 
-def _cli(kind: str, name: str, url: str, output: str, directory: str) -> dict[str, Any]:
+def _cli(
+    kind: str, name: str, url: str, output: str, directory: str, workers: int = 1
+) -> dict[str, Any]:
     target = os.path.join(directory, f"out.{output}")
     stats = os.path.join(directory, "stats.json")
     for path in (target, stats):
@@ -120,15 +131,19 @@ def _cli(kind: str, name: str, url: str, output: str, directory: str) -> dict[st
     source = [f"s3://{name}"] if kind == "s3" else [name]
     command = [
         *(sys.executable, "-m", "asyncpager", kind, *source),
-        *("-o", target, "--endpoint-url", url, "--workers", "1"),
+        *("-o", target, "--endpoint-url", url, "--workers", str(workers)),
         *("--stats", stats, "--no-progress"),
     ]
-    _out, wall, cpu = _child(command)
+    # Several workers get every core (the endpoint keeps its own pinned):
+    # the command as a user runs it on this machine.
+    _out, wall, cpu = _child(command, pin=workers == 1)
     with open(stats, encoding="utf-8") as handle:
         body = json.load(handle)
     return {
         "items": body["items_written"],
-        "span": body["elapsed"],
+        # The coordinator has no span of its own: the whole command's wall,
+        # start-up and the join of the parts included.
+        "span": body["elapsed"] if workers == 1 else wall,
         "wall": wall,
         "cpu": cpu,
         "bytes": os.path.getsize(target),
@@ -159,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boto3", action="store_true", help="also run the sync boto3 baseline")
     parser.add_argument("--output", action="append", help="output suffixes (default: jsonl)")
     parser.add_argument("--only", choices=("s3", "dynamodb"), help="one service only")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run the command with this many workers, unpinned (items/s from its wall)",
+    )
     args = parser.parse_args(argv)
     outputs = args.output or ["jsonl"]
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -194,15 +215,25 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for o in outputs
             }
+            parallel: list[dict[str, Any]] = []
             for _ in range(args.rounds):
                 bare.append(_bare(kind, "bench", ep.url))
                 for o in outputs:
                     cli[o].append(_cli(kind, "bench", ep.url, o, directory))
+                if args.workers > 1:
+                    parallel.append(
+                        _cli(kind, "bench", ep.url, outputs[0], directory, args.workers)
+                    )
             rows.append(_summary(f"{kind} bare Fetcher", bare, fixed_bare))
             for o in outputs:
                 row = _summary(f"{kind} CLI -> {o}", cli[o], fixed_cli[o])
                 row["bytes"] = cli[o][0]["bytes"]
                 rows.append(row)
+            if parallel:
+                # The fixed cost of one process per worker, and the coordinator's.
+                fixed = fixed_cli[outputs[0]] * (args.workers + 1)
+                label = f"{kind} CLI -> {outputs[0]}, --workers {args.workers} (wall)"
+                rows.append(_summary(label, parallel, fixed))
             if args.boto3:
                 runs = [_boto3(kind, "bench-small", ep.url)]
                 rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))
