@@ -398,3 +398,28 @@ async def test_a_bucket_without_folders_is_sampled_with_one_listing() -> None:
     assert (density, folders) == (expected, [])
     assert density != TYPICAL_KEYS  # learned from the page, not the default
     assert after - before == 1
+
+
+@pytest.mark.parametrize("raw", [True, "json"])
+async def test_snapshot_holds_on_raw_pages(raw: Any) -> None:
+    # Raw pages carry LastModified as text (as sent, or as it is written):
+    # the snapshot still compares it as a time.
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    with LocalEndpoint(buckets=[Bucket("dated", 3_000, "flat")]) as ep:
+        cut = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        streams = plan_s3(["s3://dated"], shards=3, endpoint_url=ep.url, snapshot=cut)
+
+        async def keys(fetcher: Fetcher) -> dict[str, Any]:
+            async with fetcher:
+                return {
+                    o["Key"]: o["LastModified"]
+                    async for _s, page in fetcher.pages(streams)
+                    for o in page.get("Contents", [])
+                }
+
+        cooked = await keys(Fetcher())
+        got = await keys(Fetcher(raw_services={"s3": raw}))
+    assert 0 < len(cooked) < 3_000
+    assert got.keys() == cooked.keys()
+    assert all(isinstance(v, str) for v in got.values())

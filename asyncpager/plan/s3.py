@@ -76,6 +76,14 @@ _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
 
 
+def _modified(value: Any) -> dt.datetime:
+    # Raw pages (Fetcher(raw_services=...)) carry the timestamp's text: as
+    # sent (...Z) or as the JSON writers write it (...+00:00).
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(value)
+
+
 def _content_key(entry: Mapping[str, Any]) -> bytes:
     return key_bytes(entry["Key"])
 
@@ -365,7 +373,8 @@ class S3RangeCursor:
             prefixes = prefixes[: bisect_right(prefixes, hi, key=_prefix_key)]
             self._finished = True
         if self._snapshot is not None:
-            contents = [c for c in contents if c["LastModified"] <= self._snapshot]
+            snapshot = self._snapshot
+            contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]
         if "Contents" in page or contents:
             page["Contents"] = contents
         if "CommonPrefixes" in page:
