@@ -188,8 +188,12 @@ class _ByteBudget:
         first page of its operation may have come back meanwhile)."""
         wanted = amount()
         if not self._waiters and (self.used == 0 or self.used + wanted <= self.limit):
+            # No yield to the loop on the way to a request: other streams'
+            # answers wait in the ready queue, and each of them is a page to
+            # parse (milliseconds), so every yield here delayed the next
+            # request by several of those.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             self.used += wanted
-            await anyio.lowlevel.checkpoint()
             return wanted
         waiter = _BudgetWaiter(amount)
         self._waiters.append(waiter)
@@ -784,7 +788,14 @@ class _Run:
         try:
             self.stats.queue_bytes = self.budget.used
             run.stats.outstanding += 1
-            await send.send(_Delivery(run, seq, page, size))
+            delivery = _Delivery(run, seq, page, size)
+            # Queued without a yield when there is room (see
+            # _ByteBudget.acquire); send() yields even then.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            try:
+                send.send_nowait(delivery)
+            except anyio.WouldBlock:
+                await send.send(delivery)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # Every consumer is gone (it failed or the flow was closed); the
             # run is ending and its owner reports why.
