@@ -271,7 +271,7 @@ class _Generator:
         # text the JSON writers make of botocore's datetimes.
         self.raw = bool(raw)
         self.iso = raw == "json"
-        self.keep = keep if raw else frozenset()
+        self.keep = keep
         self._root: tuple[str, str, str] | None = None
         self.lines: list[str] = []
         self.names: dict[tuple[Any, ...], str] = {}
