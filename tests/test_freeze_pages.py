@@ -59,7 +59,7 @@ class Node:
 
 
 def test_a_large_page_is_frozen_and_cycles_come_back_every_few_parses() -> None:
-    freeze_pages(every=2)
+    freeze_pages(every=2, spacing=0)
     # No automatic collection may reclaim the cycle before the freeze does.
     thresholds = gc.get_threshold()
     gc.set_threshold(10**9)
@@ -80,6 +80,43 @@ def check_freezing() -> None:
     parse(20_000)  # the second: everything unfrozen and collected
     assert gc.get_freeze_count() == 0
     assert alive() is None
+
+
+def test_the_full_collection_waits_for_its_share_of_the_cpu() -> None:
+    now = [0.0]
+    freeze_pages(every=2, spacing=10, clock=lambda: now[0])
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9)
+    try:
+        cycle = Node()
+        alive = weakref.ref(cycle)
+        del cycle
+        parse(20_000)
+        parse(20_000)  # every=2 reached, but no CPU has passed since the start
+        assert gc.get_freeze_count() > 0
+        assert alive() is not None
+        frozen = gc.get_freeze_count()
+        # Expected cost: 1 us per frozen object; 10 times that must pass.
+        now[0] = 10 * install_module.FIRST_COST_PER_OBJECT * frozen * 0.9
+        parse(20_000)
+        parse(20_000)  # not yet: 90% of the spacing
+        assert alive() is not None
+        now[0] = 10 * install_module.FIRST_COST_PER_OBJECT * (frozen + 200_000)
+        parse(20_000)
+        parse(20_000)
+        assert gc.get_freeze_count() == 0
+        assert alive() is None
+        # The collection took no time on this clock: the next one is due
+        # after every=2 parses again, whatever is frozen by then.
+        freezer = install_module._freezer
+        assert freezer is not None
+        assert freezer.per_object == 0
+        parse(20_000)
+        assert gc.get_freeze_count() > 0
+        parse(20_000)
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def test_small_pages_are_left_to_the_collector() -> None:
@@ -105,3 +142,8 @@ def test_off_by_default_and_turned_off_with_none() -> None:
 def test_every_must_be_positive(every: int) -> None:
     with pytest.raises(ValueError, match="positive"):
         freeze_pages(every)
+
+
+def test_spacing_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        freeze_pages(spacing=-1)
