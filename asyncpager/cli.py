@@ -627,10 +627,12 @@ def raw_services(
     text is what is written, so decoding it in the parse is wasted); S3
     listings written as JSON Lines get their timestamps as the ISO 8601 text
     that would be written (parsing each into a datetime and writing it back
-    was a seventh of the export's CPU)."""
+    was a seventh of the export's CPU). DynamoDB's typed JSON written as JSON
+    Lines is its items as sent: a blob's base64 text was decoded by the parse
+    and encoded again by the writer, through a callback per blob."""
     if query is not None:
         return {}
-    if command == "dynamodb" and plain_dynamodb:
+    if command == "dynamodb" and (plain_dynamodb or json_lines):
         return {"dynamodb": True}
     if command == "s3" and json_lines:
         return {"s3": "json"}

@@ -434,8 +434,55 @@ def test_raw_services_only_where_the_output_is_the_same() -> None:
     assert raw_services("s3", False, None, False) == {}
     assert raw_services("s3", False, object(), True) == {}
     assert raw_services("dynamodb", True, None, False) == {"dynamodb": True}
-    assert raw_services("dynamodb", False, None, True) == {}
+    assert raw_services("dynamodb", False, None, True) == {"dynamodb": True}
+    assert raw_services("dynamodb", False, None, False) == {}
+    assert raw_services("dynamodb", False, object(), True) == {}
     assert raw_services("call", False, None, True) == {}
+
+
+def test_dynamodb_json_export_writes_botocores_items(moto_server: str, tmp_path: Path) -> None:
+    """``--dynamodb-json`` to JSON Lines parses pages raw: every line must be
+    what botocore's parsed item gives, blobs and blob sets included."""
+    import boto3
+
+    from asyncpager.convert import plain_to_json_line
+
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
+    table = f"typed-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(30):
+        client.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": f"k{i}"},
+                "b": {"B": bytes([i, 0, 255 - i]) * (i % 4 + 1)},
+                "blobs": {"BS": [b"\x00" * (i + 1), b"\xfe\xff" + bytes([i])]},
+                "n": {"N": f"{i}.50"},
+                "ns": {"NS": ["1", f"-{i}.25"]},
+                "s": {"S": f"caf\u00e9 {i} \"q\""},
+                "nested": {"M": {"b": {"B": b"nested" + bytes([i])}, "l": {"L": [{"NULL": True}]}}},
+                "flag": {"BOOL": i % 2 == 0},
+            },
+        )
+    out = tmp_path / "typed.jsonl"
+    run(
+        "dynamodb", table, "--dynamodb-json", "--endpoint-url", moto_server,
+        "--region", "us-east-1", "-o", str(out), "--segments", "3", "--page-size", "4",
+    )  # fmt: skip
+    expected = [
+        plain_to_json_line(item)
+        for page in client.get_paginator("scan").paginate(TableName=table)
+        for item in page["Items"]
+    ]
+    assert isinstance(client.scan(TableName=table, Limit=1)["Items"][0]["b"]["B"], bytes)
+    got = out.read_bytes().splitlines(keepends=True)
+    assert len(got) == 30
+    assert sorted(got) == sorted(expected)
 
 
 def test_workers_stats_carry_each_workers_figures(endpoint: LocalEndpoint, tmp_path: Path) -> None:
