@@ -464,7 +464,7 @@ def test_dynamodb_json_export_writes_botocores_items(moto_server: str, tmp_path:
                 "blobs": {"BS": [b"\x00" * (i + 1), b"\xfe\xff" + bytes([i])]},
                 "n": {"N": f"{i}.50"},
                 "ns": {"NS": ["1", f"-{i}.25"]},
-                "s": {"S": f"caf\u00e9 {i} \"q\""},
+                "s": {"S": f'caf\u00e9 {i} "q"'},
                 "nested": {"M": {"b": {"B": b"nested" + bytes([i])}, "l": {"L": [{"NULL": True}]}}},
                 "flag": {"BOOL": i % 2 == 0},
             },
