@@ -3,6 +3,7 @@
     python -m benchmarks.export_figures [--keys 300000] [--items 100000] [--latency 0.05]
                                         [--rounds 2] [--boto3] [--output jsonl|csv|jsonl.gz ...]
                                         [--only s3|dynamodb] [--workers N]
+                                        [--dynamodb-json]
 
 For S3 (one bucket, keys in a folder tree) and DynamoDB (a parallel scan of
 items of a dozen attribute types), each round runs, one after the other:
@@ -13,6 +14,8 @@ items of a dozen attribute types), each round runs, one after the other:
 * optionally (``--workers N``, N > 1) the same command with ``--workers N``,
   not pinned: every core, as a user runs it; its items/s is over the whole
   command's wall time (start-up and the join of the parts included);
+* optionally (``--dynamodb-json``) the DynamoDB command writing the typed
+  JSON as it came (with ``--workers N`` too);
 * optionally (``--boto3``) the sync boto3 paginator, the baseline of the
   issue's targets, on a smaller bucket and table of the same shapes.
 
@@ -121,7 +124,13 @@ def _boto3(kind: str, name: str, url: str) -> dict[str, Any]:
 
 
 def _cli(
-    kind: str, name: str, url: str, output: str, directory: str, workers: int = 1
+    kind: str,
+    name: str,
+    url: str,
+    output: str,
+    directory: str,
+    workers: int = 1,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     target = os.path.join(directory, f"out.{output}")
     stats = os.path.join(directory, "stats.json")
@@ -132,7 +141,7 @@ def _cli(
     command = [
         *(sys.executable, "-m", "asyncpager", kind, *source),
         *("-o", target, "--endpoint-url", url, "--workers", str(workers)),
-        *("--stats", stats, "--no-progress"),
+        *("--stats", stats, "--no-progress", *extra),
     ]
     # Several workers get every core (the endpoint keeps its own pinned):
     # the command as a user runs it on this machine.
@@ -175,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", action="append", help="output suffixes (default: jsonl)")
     parser.add_argument("--only", choices=("s3", "dynamodb"), help="one service only")
     parser.add_argument(
+        "--dynamodb-json",
+        action="store_true",
+        help="also export DynamoDB's typed JSON (the command's --dynamodb-json)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -216,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                 for o in outputs
             }
             parallel: list[dict[str, Any]] = []
+            typed = ("--dynamodb-json",) if kind == "dynamodb" and args.dynamodb_json else ()
+            fixed_typed = (
+                statistics.median(
+                    _cli(kind, "bench-one", ep.url, outputs[0], directory, 1, typed)["cpu"]
+                    for _ in "ab"
+                )
+                if typed
+                else 0.0
+            )
+            typed_runs: list[dict[str, Any]] = []
+            typed_parallel: list[dict[str, Any]] = []
             for _ in range(args.rounds):
                 bare.append(_bare(kind, "bench", ep.url))
                 for o in outputs:
@@ -224,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                     parallel.append(
                         _cli(kind, "bench", ep.url, outputs[0], directory, args.workers)
                     )
+                if typed:
+                    typed_runs.append(_cli(kind, "bench", ep.url, outputs[0], directory, 1, typed))
+                    if args.workers > 1:
+                        typed_parallel.append(
+                            _cli(kind, "bench", ep.url, outputs[0], directory, args.workers, typed)
+                        )
             rows.append(_summary(f"{kind} bare Fetcher", bare, fixed_bare))
             for o in outputs:
                 row = _summary(f"{kind} CLI -> {o}", cli[o], fixed_cli[o])
@@ -234,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                 fixed = fixed_cli[outputs[0]] * (args.workers + 1)
                 label = f"{kind} CLI -> {outputs[0]}, --workers {args.workers} (wall)"
                 rows.append(_summary(label, parallel, fixed))
+            if typed_runs:
+                label = f"{kind} CLI -> {outputs[0]}, --dynamodb-json"
+                rows.append(_summary(label, typed_runs, fixed_typed))
+            if typed_parallel:
+                label = (
+                    f"{kind} CLI -> {outputs[0]}, --dynamodb-json, --workers {args.workers} (wall)"
+                )
+                rows.append(_summary(label, typed_parallel, fixed_typed * (args.workers + 1)))
             if args.boto3:
                 runs = [_boto3(kind, "bench-small", ep.url)]
                 rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))

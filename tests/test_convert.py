@@ -231,7 +231,17 @@ def test_malformed_items_raise_configuration_error(item: dict[str, Any]) -> None
 
 #: Numbers DynamoDB accepts that are not in canonical JSON form, and some that are.
 odd_numbers = st.sampled_from(
-    ["+5", "007", "-0", "0", "0.0", "-0.000", "1.", ".5", "1e2", "1E+2", "1.50", "0.0000001"]
+    [
+        *("+5", "007", "-0", "0", "0.0", "-0.000", "1.", ".5", "1e2", "1E+2", "1.50"),
+        *(
+            "0.0000001",
+            "42",
+            "999999999999999999",
+            "1000000000000000000",
+            "0012345678901234567890",
+            "123456789012345678901234",
+        ),
+    ]
 )
 json_ready_items = st.dictionaries(
     st.text(min_size=1, max_size=10),
@@ -249,6 +259,8 @@ json_ready_items = st.dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(json_ready_items)
 @example({"n": {"NS": ["1.0", "1", "-0", "0"]}})
+@example({"n": {"NS": ["10", "9", "007", "999999999999999999"]}})
+@example({"n": {"NS": ["5", "1000000000000000000", "12"]}})
 @example({"n": {"L": [{"N": "1e2"}, {"M": {"m": {"N": "12.50"}}}, {"S": "x"}]}})
 def test_json_ready_items_write_the_same_bytes(item: dict[str, Any]) -> None:
     _need_orjson()
@@ -271,6 +283,7 @@ def test_json_ready_keeps_canonical_numbers_as_text() -> None:
         {"a": {"S": "x", "N": "1"}},
         {"a": {"N": "twelve"}},
         {"a": {"NS": ["1", "x"]}},
+        {"a": {"NS": ["1", ""]}},
         {"a": {"M": {"b": {"L": [{"Q": 1}]}}}},
         {"a": "not an attribute value"},
     ],
