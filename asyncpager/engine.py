@@ -46,7 +46,7 @@ import contextlib
 import importlib
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -540,15 +540,21 @@ class Fetcher:
             return []
         return run.report().resume_streams()
 
-    def pages(self, streams: Iterable[Stream]) -> PageFlow:
+    def pages(
+        self, streams: Iterable[Stream], *, more: AsyncIterable[Sequence[Stream]] | None = None
+    ) -> PageFlow:
         """One merged, bounded flow of ``(stream, page)`` from every stream.
 
         The page you hold is acknowledged when you ask for the next one.
         Leave early with ``break``: the producers stop. ``async with
         fetcher.pages(streams) as flow`` stops them deterministically at the
         block's end; ``flow.report`` has the figures when it is over.
+
+        ``more`` hands over streams while the flow runs (work dealt by a
+        coordinator, say): each batch it yields joins the flow, and the flow
+        ends only once ``more`` is exhausted and every stream is done.
         """
-        return PageFlow(self, list(streams))
+        return PageFlow(self, list(streams), more)
 
     async def run(
         self,
@@ -556,16 +562,18 @@ class Fetcher:
         consume: Consume,
         *,
         consumers: int = 1,
+        more: AsyncIterable[Sequence[Stream]] | None = None,
     ) -> RunReport:
         """Feed every page to ``consume(stream, page)`` in ``consumers`` tasks.
 
         A page is acknowledged when ``consume`` returns. Raises
         :class:`StreamFailedError` on the first stream that fails for good
-        (``on_error="raise"``), or the consumer's own exception.
+        (``on_error="raise"``), or the consumer's own exception. ``more``: as
+        for :meth:`pages`.
         """
         if consumers < 1:
             raise ConfigurationError("consumers must be at least 1")
-        async with _Run(self, list(streams)) as run:
+        async with _Run(self, list(streams), more) as run:
 
             async def consumer(receive: MemoryObjectReceiveStream[_Delivery]) -> None:
                 async with receive:
@@ -586,7 +594,12 @@ class Fetcher:
 class _Run:
     """One run of a set of streams: its workers, queues and bookkeeping."""
 
-    def __init__(self, fetcher: Fetcher, streams: Sequence[Stream]) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        streams: Sequence[Stream],
+        more: AsyncIterable[Sequence[Stream]] | None = None,
+    ) -> None:
         if not fetcher._entered:
             raise ConfigurationError("use the Fetcher inside 'async with'")
         self.fetcher = fetcher
@@ -608,14 +621,20 @@ class _Run:
         self._cursors: set[Cursor] = set()
         self._stats_scope = anyio.CancelScope()
         self._workers_left = 0
+        # While ``more`` may still hand over streams, the run is not over
+        # when its streams are: workers wait for the next batch.
+        self._more = more
+        self._held = more is not None
 
     async def __aenter__(self) -> _Run:
         self.fetcher._active = self
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         workers = min(self.fetcher.concurrency, max(1, len(self.runs)))
-        if self.fetcher.split_enabled:
+        if self.fetcher.split_enabled or self._more is not None:
             workers = self.fetcher.concurrency
+        if self._more is not None:
+            self._tg.start_soon(self._feed, self._more)
         senders = [self.send.clone() for _ in range(workers)]
         self._workers_left = workers
         self.send.close()
@@ -682,9 +701,27 @@ class _Run:
         while True:
             if self.runnable:
                 return self.runnable.popleft()
-            if self.active == 0:
+            if self.active == 0 and not self._held:
                 return None
             await self.wakeup.wait()
+
+    async def _feed(self, more: AsyncIterable[Sequence[Stream]]) -> None:
+        try:
+            async for batch in more:
+                self.add(batch)
+        finally:
+            self._held = False
+            self._wake()
+
+    def add(self, streams: Sequence[Stream]) -> None:
+        """More streams for this run, started as workers come free."""
+        for stream in streams:
+            run = _StreamRun(stream)
+            self.runs.append(run)
+            self.runnable.append(run)
+            self.active += 1
+            self.stats.streams_total += 1
+        self._wake()
 
     def _wake(self) -> None:
         self.wakeup.set()
@@ -919,9 +956,15 @@ class PageFlow:
     ends, on ``aclose()``, or when it is dropped after a ``break``.
     """
 
-    def __init__(self, fetcher: Fetcher, streams: list[Stream]) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        streams: list[Stream],
+        more: AsyncIterable[Sequence[Stream]] | None = None,
+    ) -> None:
         self._fetcher = fetcher
         self._streams = streams
+        self._more = more
         self._run: _Run | None = None
         self._held: _Delivery | None = None
         self._closed = False
@@ -936,7 +979,7 @@ class PageFlow:
             tg = self._fetcher._tg
             if tg is None:
                 raise ConfigurationError("use the Fetcher inside 'async with'")
-            run = _Run(self._fetcher, self._streams)
+            run = _Run(self._fetcher, self._streams, self._more)
             self._run = run
             tg.start_soon(self._drive, run)
             # A flow dropped after ``break`` stops its workers: the finaliser

@@ -451,3 +451,113 @@ async def test_byte_budget_bounds_pages_in_flight_too() -> None:
     # The budget's worth, the page held here, and slack for a page larger
     # than its reservation: far from one page per segment.
     assert peak <= budget // full + 3 < 32
+
+
+# -- streams handed over while the run goes on ----------------------------------
+
+
+async def test_more_adds_streams_to_a_running_flow(fleet: dict[str, Any]) -> None:
+    streams = all_streams(fleet)
+    first, later = streams[:3], streams[3:]
+    first_page = anyio.Event()
+    handed: list[int] = []
+
+    async def more() -> Any:
+        # The second batch only once a page has come: the run must still be
+        # there to take it, with its first streams perhaps all done.
+        yield later[:10]
+        handed.append(1)
+        await first_page.wait()
+        await anyio.sleep(0.2)
+        yield later[10:]
+        handed.append(2)
+
+    seen: list[tuple[str, str]] = []
+    with anyio.fail_after(30):
+        async with Fetcher(concurrency=8, queue_pages=4) as fetcher:
+            async for stream, page in fetcher.pages(first, more=more()):
+                first_page.set()
+                seen += items_of(stream, page)
+    assert handed == [1, 2]
+    assert len(seen) == len(set(seen)), "an item came twice"
+    assert set(seen) == sequential(fleet)
+    assert fetcher.stats.streams_total >= len(streams)
+
+
+async def test_a_run_with_no_streams_waits_for_more(fleet: dict[str, Any]) -> None:
+    streams = all_streams(fleet)[:5]
+    waited = anyio.Event()
+
+    async def more() -> Any:
+        await anyio.sleep(0.1)
+        waited.set()
+        yield streams
+
+    seen: list[tuple[str, str]] = []
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        assert waited.is_set()
+        seen.extend(items_of(stream, page))
+
+    with anyio.fail_after(30):
+        async with Fetcher(concurrency=4) as fetcher:
+            report = await fetcher.run([], consume, more=more())
+    assert report.ok
+    assert seen
+    assert report.stats.streams_total == 5
+    assert report.stats.streams_done == 5
+
+
+async def test_cancelled_while_waiting_for_more_stops_promptly(fleet: dict[str, Any]) -> None:
+    before = other_tasks()
+    closed: list[bool] = []
+
+    async def more() -> Any:
+        try:
+            yield all_streams(fleet)[:2]
+            await anyio.sleep_forever()
+            yield []  # never reached
+        finally:
+            closed.append(True)
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        pass
+
+    ended: list[bool] = []
+    with anyio.fail_after(30):
+        async with Fetcher(concurrency=4) as fetcher:
+
+            async def cancel_once_done() -> None:
+                # Its streams done, only ``more`` holds the run open.
+                while fetcher.stats.streams_done < 2:  # noqa: ASYNC110 - a counter, no event
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.1)
+                tg.cancel_scope.cancel()
+
+            async def run() -> None:
+                await fetcher.run([], consume, more=more())
+                ended.append(True)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_once_done)
+                tg.start_soon(run)
+    assert ended == []
+    assert closed == [True]
+    assert other_tasks() <= before
+
+
+async def test_an_error_in_more_ends_the_run_with_it(fleet: dict[str, Any]) -> None:
+    before = other_tasks()
+
+    async def more() -> Any:
+        yield all_streams(fleet)[:1]
+        raise LookupError("no more work: the coordinator is gone")
+
+    async def consume(stream: Stream, page: dict[str, Any]) -> None:
+        await anyio.sleep(0.01)
+
+    with anyio.fail_after(10):
+        async with Fetcher(concurrency=4) as fetcher:
+            with pytest.raises(LookupError, match="coordinator is gone"):
+                await fetcher.run(all_streams(fleet)[1:3], consume, more=more())
+    assert other_tasks() <= before
