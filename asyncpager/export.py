@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState
+from asyncpager.checkpoint import fingerprint as _fingerprint
 from asyncpager.engine import Fetcher, RunReport
 from asyncpager.errors import ConfigurationError
 from asyncpager.streams import Stream
@@ -68,6 +69,7 @@ async def export(
     commit_interval: float = 5.0,
     fetcher: Fetcher | None = None,
     on_commit: Callable[[CheckpointState], None] | None = None,
+    more: AsyncIterable[Sequence[Stream]] | None = None,
 ) -> ExportResult:
     """Fetch ``streams`` and write ``records(stream, page)`` of every page to
     ``sink``, committing every ``commit_interval`` seconds.
@@ -76,6 +78,14 @@ async def export(
     left it; a complete one is not run again. ``fetcher`` is an entered
     :class:`Fetcher` (its options decide concurrency and pacing); one with
     default options is made otherwise.
+
+    ``more`` hands over streams while the export runs (see
+    :meth:`Fetcher.run`). The checkpoint then also holds which streams the
+    export has taken, saved with their positions: resumed with the same
+    ``streams`` plus any handed over since, it runs those it never took
+    (say, handed over just before a crash) from their start, and the others
+    from the checkpoint. Without ``more``, a resumed export runs only the
+    checkpoint's streams, whatever ``streams`` is now.
     """
     if max_items is not None and max_items < 0:
         raise ConfigurationError("max items must not be negative")
@@ -83,7 +93,15 @@ async def export(
     if state is not None and state.complete:
         return ExportResult(None, state.items_written, True, True, already_complete=True)
     resumed = state is not None
-    if state is not None:
+    taken: set[str] | None = None
+    if more is not None:
+        taken = set(state.extra.get("taken") or ()) if state is not None else set()
+        fresh = [s for s in streams if _key(s) not in taken]
+        taken.update(_key(s) for s in fresh)
+        if state is not None:
+            streams = [*state.streams, *fresh]
+        more = _taking(more, taken)
+    elif state is not None:
         streams = state.streams
     written = state.items_written if state is not None else 0
     await anyio.to_thread.run_sync(sink.open, state.sink if state is not None else None)
@@ -92,8 +110,24 @@ async def export(
             fetcher = await stack.enter_async_context(Fetcher())
         return await _export(
             fetcher, streams, sink, records, checkpoint, fingerprint, max_items,
-            commit_interval, written, resumed, on_commit,
+            commit_interval, written, resumed, on_commit, more, taken,
         )  # fmt: skip
+
+
+def _key(stream: Stream) -> str:
+    return _fingerprint(stream.to_json())
+
+
+async def _taking(
+    more: AsyncIterable[Sequence[Stream]], taken: set[str]
+) -> AsyncIterator[Sequence[Stream]]:
+    # A batch counts as taken in the same step as the engine adds it (no
+    # await between this yield and the run's add): a commit saves both or
+    # neither. A stream taken already (sent twice) is not run twice.
+    async for batch in more:
+        fresh = [s for s in batch if _key(s) not in taken]
+        taken.update(_key(s) for s in fresh)
+        yield fresh
 
 
 def _halves(
@@ -167,6 +201,8 @@ async def _export(
     written: int,
     resumed: bool,
     on_commit: Callable[[CheckpointState], None] | None,
+    more: AsyncIterable[Sequence[Stream]] | None = None,
+    taken: set[str] | None = None,
 ) -> ExportResult:
     clock = fetcher.clock
     halves = _halves(sink)
@@ -185,6 +221,7 @@ async def _export(
             sink=sink_state,
             items_written=written,
             complete=complete,
+            extra={} if taken is None or complete else {"taken": sorted(taken)},
         )
         if checkpoint is not None:
             await anyio.to_thread.run_sync(checkpoint.save, state)
@@ -216,7 +253,7 @@ async def _export(
     try:
         if not reached:
             with enough:
-                report = await fetcher.run(streams, consume)
+                report = await fetcher.run(streams, consume, more=more)
     except BaseException:
         with anyio.CancelScope(shield=True):
             try:

@@ -237,3 +237,105 @@ async def test_a_byte_sink_that_changes_write_is_given_records(
     result = await export(s3_streams(endpoint), OnlyKeys(str(out)), records)
     assert result.items_written == N_KEYS
     assert {tuple(json.loads(line)) for line in out.read_bytes().splitlines()} == {("Key",)}
+
+
+# -- streams handed over while the export runs -------------------------------------
+
+
+def _keys_written(path: Path) -> list[str]:
+    return [json.loads(line)["Key"] for line in path.read_bytes().splitlines()]
+
+
+async def test_streams_handed_over_are_exported_once(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    first, second, third = s3_streams(endpoint)
+
+    async def more() -> Any:
+        yield [second]
+        yield [second, third]  # sent twice: taken once
+
+    out = tmp_path / "out.jsonl"
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    result = await export([first], JsonlSink(str(out)), records, more=more())
+    assert result.complete
+    keys = _keys_written(out)
+    assert len(keys) == N_KEYS
+    assert len(set(keys)) == N_KEYS
+
+
+async def test_a_resumed_export_runs_what_it_never_took(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    """Interrupted after taking a handed-over stream, resumed with one more
+    that it never took: every key exactly once."""
+    import anyio
+
+    from asyncpager.checkpoint import Checkpoint, CheckpointState
+
+    first, second, third = s3_streams(endpoint)
+    out = tmp_path / "out.jsonl"
+    checkpoint = Checkpoint(tmp_path / "out.ckpt")
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    saved: list[CheckpointState] = []
+    handed = anyio.Event()
+
+    async def more() -> Any:
+        yield [second]
+        handed.set()
+        await anyio.sleep_forever()
+        yield []
+
+    def on_commit(state: CheckpointState) -> None:
+        saved.append(state)
+        # Stop once a commit holds the handed-over stream and some output.
+        if handed.is_set() and state.items_written > 0 and len(saved) > 2:
+            scope.cancel()
+
+    async with Fetcher(concurrency=2, queue_pages=1) as fetcher:
+        with anyio.CancelScope() as scope:
+            await export(
+                [first], JsonlSink(str(out)), records, checkpoint=checkpoint,
+                fingerprint="fp", commit_interval=0, fetcher=fetcher, on_commit=on_commit,
+                more=more(),
+            )  # fmt: skip
+    assert scope.cancel_called
+    state = checkpoint.load("fp")
+    assert state is not None
+    assert not state.complete
+    assert len(state.extra["taken"]) == 2
+    written_before = len(_keys_written(out))
+    assert 0 < written_before < N_KEYS
+
+    async def nothing_more() -> Any:
+        return
+        yield []
+
+    result = await export(
+        [first, second, third], JsonlSink(str(out)), records, checkpoint=checkpoint,
+        fingerprint="fp", more=nothing_more(),
+    )  # fmt: skip
+    assert result.complete
+    assert result.resumed
+    keys = _keys_written(out)
+    assert len(keys) == N_KEYS, "a key was lost or written twice"
+    assert len(set(keys)) == N_KEYS
+
+
+async def test_without_more_a_resumed_export_keeps_to_its_checkpoint(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    from asyncpager.checkpoint import Checkpoint, CheckpointState
+
+    first, second, _third = s3_streams(endpoint)
+    checkpoint = Checkpoint(tmp_path / "out.ckpt")
+    checkpoint.save(CheckpointState(fingerprint="fp", streams=[first]))
+    out = tmp_path / "out.jsonl"
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    result = await export(
+        [first, second], JsonlSink(str(out)), records, checkpoint=checkpoint, fingerprint="fp"
+    )
+    assert result.complete
+    keys = _keys_written(out)
+    assert len(keys) == len(set(keys))
+    assert 0 < len(keys) < N_KEYS  # the first shard only
