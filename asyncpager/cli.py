@@ -20,7 +20,7 @@ import functools
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -388,10 +388,14 @@ def label_keys(args: argparse.Namespace) -> list[str]:
     return ["profile"] if len(profiles) > 1 else []
 
 
+def _on_cluster(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "scheduler", None)) or getattr(args, "cluster", None) is not None
+
+
 def _deals_once(args: argparse.Namespace) -> bool:
     """Whether the streams are dealt to processes or tasks once and for all
     (``--workers``, a cluster), where a shard cannot split across them."""
-    if getattr(args, "scheduler", None) or getattr(args, "cluster", None) is not None:
+    if _on_cluster(args):
         return True
     return int(getattr(args, "workers", None) or 1) > 1
 
@@ -448,7 +452,12 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # Few initial shards: a shard that turns out large splits while
         # workers are idle, and each extra shard costs at least one request
         # (and a page read past its end), which small buckets pay in full.
+        # Handed out to --workers processes, where a shard cannot split
+        # across them, more and smaller ones even out their work.
         shards = args.shards or max(1, 8 // len(args.urls))
+        workers = int(getattr(args, "workers", None) or 1)
+        if not args.shards and workers > 1 and not _on_cluster(args):
+            shards = max(1, 16 * workers // len(args.urls))
         densities, folders = await _sample_cuts(args) if _deals_once(args) else (None, None)
         streams = plan_s3(
             args.urls,
@@ -539,9 +548,11 @@ async def _run_export(
     assigned: list[Stream] | None = None,
     rate_share: float = 1.0,
     live_stats: Callable[[Any], None] | None = None,
+    more: Callable[[Any], AsyncIterable[Sequence[Stream]]] | None = None,
 ) -> int:
     """Plan and export. A worker of ``--workers`` passes the streams it was
-    assigned, its share of every rate, and where its figures go."""
+    assigned, its share of every rate, where its figures go, and how it is
+    handed more streams (given the fetcher, whose figures say when to ask)."""
     from asyncpager._groups import until_interrupted
     from asyncpager.checkpoint import fingerprint
     from asyncpager.engine import Fetcher
@@ -595,6 +606,7 @@ async def _run_export(
                     max_items=args.max_items,
                     commit_interval=args.commit_interval,
                     fetcher=fetcher,
+                    more=more(fetcher) if more is not None else None,
                 ),
             )
     if args.stats:
@@ -681,22 +693,38 @@ def _error_line(exc: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    # --workers: started before anything else, to import while this plans.
+    processes: list[Any] = []
+    try:
+        workers = 1 if args.command == "demo" or _on_cluster(args) else _workers(args)
+    except ConfigurationError:
+        workers = 1  # said again, as one line, from inside main_guarded
+    if workers > 1:
+        from asyncpager._spawn import start_workers, stop_workers
+
+        processes = start_workers(workers)
+
     async def body(interrupted: anyio.Event) -> int:
         if args.command == "demo":
             from asyncpager.demo import run_demo
 
             return int(await run_demo(args))
-        if getattr(args, "scheduler", None) or getattr(args, "cluster", None) is not None:
+        if _on_cluster(args):
             from asyncpager.cluster._cli import run_cluster
 
             return await run_cluster(args, interrupted)
         if _workers(args) > 1:
             from asyncpager.parallel import run_parallel
 
-            return await run_parallel(args, argv, interrupted)
+            return await run_parallel(args, argv, interrupted, processes)
         return await _run_export(args, interrupted)
 
-    return main_guarded(args, body)
+    try:
+        return main_guarded(args, body)
+    finally:
+        if processes:
+            # Normally stopped by the coordinator already; not if it never ran.
+            stop_workers(processes)
 
 
 def _workers(args: argparse.Namespace) -> int:

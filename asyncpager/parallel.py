@@ -2,25 +2,36 @@
 
 One Python process tops out at what one core can parse (about 15 S3 pages
 per second with botocore's parser), however many requests are in flight. So
-the coordinator plans once, deals the streams round-robin to ``N`` worker
-processes, and each worker runs the ordinary crash-safe export of its share
-(its own event loop, its own engine, ``1/N`` of every rate limit) into a part
-file with a checkpoint of its own. Shards that turn out large still split,
-inside their worker. When every worker is done, the coordinator joins the
-parts into the output (JSON Lines parts are concatenated byte for byte, gzip
-members and zstd frames included; Parquet parts are merged) with one atomic
-rename, and marks the main checkpoint complete.
+the coordinator plans once and hands the streams out as work to ``N`` worker
+processes, and each worker runs the ordinary crash-safe export of what it
+was given (its own event loop, its own engine, ``1/N`` of every rate limit)
+into a part file with a checkpoint of its own. Shards that turn out large
+still split, inside their worker. When every worker is done, the coordinator
+joins the parts into the output (JSON Lines parts are concatenated byte for
+byte, gzip members and zstd frames included; Parquet parts are merged) with
+one atomic rename, and marks the main checkpoint complete.
+
+Work is handed out, not dealt once: shards are cut before anyone knows where
+the keys are, and a round-robin deal of a million-key bucket's 8 shards gave
+one worker 44,000 keys and the other 256,000. Half of the plan is dealt
+round-robin at the start; a worker whose streams run low (fewer than
+``ASK_BELOW`` left) asks for more on its standard output, and gets a share
+of what is left (half of it divided among the workers: large shares first,
+small ones at the end) or word that nothing is.
 
 The workers are started first, so that their start-up (imports, most of a
-second of CPU each) runs while the coordinator plans; each gets its share of
-the plan as the first line on its standard input.
+second of CPU each) runs while the coordinator plans; each gets its first
+share as the first line on its standard input, later shares as later lines.
 
 Crash safety is each worker's: kill anything at any moment, run the same
-command again, and every worker resumes its own part from its own checkpoint
-(the deal of streams to workers is saved in the main checkpoint before any
-work starts, and a different ``--workers`` is refused). Workers die with the
-coordinator (``PR_SET_PDEATHSIG`` on Linux, and they also stop when their
-standard input closes), so a killed run leaves no orphan writing to a part.
+command again, and every worker resumes its own part from its own checkpoint.
+The coordinator saves who was given what, and what is left, in the main
+checkpoint before a worker hears of it; a worker's checkpoint says which of
+the streams it was given it has taken, so a stream given just before a crash
+runs from its start on the rerun (and a different ``--workers`` is refused).
+Workers die with the coordinator (``PR_SET_PDEATHSIG`` on Linux, and they also
+stop when their standard input closes), so a killed run leaves no orphan
+writing to a part.
 """
 
 from __future__ import annotations
@@ -34,18 +45,26 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
+from asyncpager._spawn import start_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
 from asyncpager.sinks.join import JOINABLE_FORMATS, join_parts
 from asyncpager.streams import Stream
 
 __all__ = ["run_parallel"]
+
+#: A worker asks for more work when fewer of its streams than this are left.
+ASK_BELOW = 4
+#: How often a worker looks at how many streams it has left (seconds).
+ASK_POLL = 0.05
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -55,10 +74,16 @@ def _output_format(args: argparse.Namespace) -> str:
     return str(fmt)
 
 
-async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: anyio.Event) -> int:
-    """The coordinator of ``--workers N`` (N > 1)."""
-    workers = int(args.workers)
-    processes = _start_workers(workers)
+async def run_parallel(
+    args: argparse.Namespace,
+    argv: list[str],
+    interrupted: anyio.Event,
+    processes: list[subprocess.Popen[bytes]] | None = None,
+) -> int:
+    """The coordinator of ``--workers N`` (N > 1), with the worker processes
+    the command started before anything else (or started here)."""
+    if processes is None:
+        processes = start_workers(int(args.workers))
     try:
         return await _coordinate(args, argv, interrupted, processes)
     finally:
@@ -73,21 +98,9 @@ async def run_parallel(args: argparse.Namespace, argv: list[str], interrupted: a
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            if p.stderr is not None and not p.stderr.closed:
-                p.stderr.close()
-
-
-def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "asyncpager.parallel"],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            # Ctrl-C goes to the coordinator only; it forwards it.
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
+            for pipe in (p.stdout, p.stderr):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
 
 
 async def _coordinate(
@@ -141,22 +154,14 @@ async def _coordinate(
         parts_dir = Path(tempfile.mkdtemp(prefix="asyncpager-workers-"))
     if state is not None:
         groups = [[Stream.from_json(s) for s in g] for g in state.extra["groups"]]
+        pool = [Stream.from_json(s) for s in state.extra.get("pool") or ()]
     else:
         streams, _labels, _limits, _total = await _plan(args)
-        groups = [streams[i::workers] for i in range(workers)]
-        if checkpoint is not None:
-            # The deal is saved before any work: a resumed run gives every
-            # worker the same streams, so its part checkpoint still applies.
-            checkpoint.save(
-                CheckpointState(
-                    fingerprint=main_fp,
-                    streams=[],
-                    extra={
-                        "workers": workers,
-                        "groups": [[s.to_json() for s in g] for g in groups],
-                    },
-                )
-            )
+        groups, pool = first_deal(streams, workers)
+    deal = _Deal(groups, pool, checkpoint, main_fp)
+    # Saved before any work: a resumed run gives every worker the same
+    # streams, so its part checkpoint still applies.
+    deal.save()
     parts_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
     stats_files: list[Path] = []
@@ -174,6 +179,7 @@ async def _coordinate(
                     "checkpoint": str(parts_dir / f"part-{index:04d}.ckpt"),
                     "stats": str(parts_dir / f"part-{index:04d}.stats.json"),
                     "streams": [s.to_json() for s in group],
+                    "more": True,
                 }
                 stats_files.append(Path(config["stats"]))
                 # Its share, as one line; the input then stays open until
@@ -185,14 +191,22 @@ async def _coordinate(
                     stdin.flush()
                 except BrokenPipeError:
                     pass  # it died starting: its exit code says so below
-            while any(p.poll() is None for p in processes):
-                if interrupted.is_set():
-                    for p in processes:
-                        if p.poll() is None:
-                            p.send_signal(signal.SIGINT)
-                    break
-                progress.update_many(describe_many(_read_stats(stats_files)))
-                await anyio.sleep(0.25)
+            async with anyio.create_task_group() as tg:
+                for index, process in enumerate(processes):
+                    tg.start_soon(_answer, deal, index, process, interrupted)
+                ticks = 0
+                while any(p.poll() is None for p in processes):
+                    if interrupted.is_set():
+                        for p in processes:
+                            if p.poll() is None:
+                                p.send_signal(signal.SIGINT)
+                        break
+                    if ticks % 5 == 0:
+                        progress.update_many(describe_many(_read_stats(stats_files)))
+                    ticks += 1
+                    # The join waits on the last worker's exit: seen within 50 ms.
+                    await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
             codes = [await anyio.to_thread.run_sync(p.wait) for p in processes]
         finally:
             for p in processes:
@@ -237,6 +251,78 @@ async def _coordinate(
     return code
 
 
+def first_deal(streams: list[Stream], workers: int) -> tuple[list[list[Stream]], list[Stream]]:
+    """What each worker starts with (half the plan, round-robin, at least
+    a stream each where there are enough) and what is left to hand out."""
+    dealt = max(workers, (len(streams) + 1) // 2)
+    return [streams[:dealt][i::workers] for i in range(workers)], streams[dealt:]
+
+
+class _Deal:
+    """Who was given what, and what is left; saved in the main checkpoint
+    before any worker hears of it."""
+
+    def __init__(
+        self,
+        groups: list[list[Stream]],
+        pool: list[Stream],
+        checkpoint: Checkpoint | None,
+        fingerprint: str,
+    ) -> None:
+        self.groups = groups
+        self.pool = pool
+        self.checkpoint = checkpoint
+        self.fingerprint = fingerprint
+        self.lock = anyio.Lock()
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.save(
+            CheckpointState(
+                fingerprint=self.fingerprint,
+                streams=[],
+                extra={
+                    "workers": len(self.groups),
+                    "groups": [[s.to_json() for s in g] for g in self.groups],
+                    "pool": [s.to_json() for s in self.pool],
+                },
+            )
+        )
+
+    async def give(self, index: int) -> list[Stream]:
+        """The next share for worker ``index`` (empty: nothing is left)."""
+        async with self.lock:
+            share = max(1, len(self.pool) // (2 * len(self.groups)))
+            given, self.pool = self.pool[:share], self.pool[share:]
+            if given:
+                self.groups[index] = [*self.groups[index], *given]
+                await anyio.to_thread.run_sync(self.save)
+            return given
+
+
+async def _answer(
+    deal: _Deal, index: int, process: subprocess.Popen[bytes], interrupted: anyio.Event
+) -> None:
+    """Answer worker ``index``'s requests for work until it exits."""
+    out, into = process.stdout, process.stdin
+    assert out is not None
+    assert into is not None
+    while True:
+        line = await anyio.to_thread.run_sync(out.readline, abandon_on_cancel=True)
+        if not line:
+            return  # it exited
+        if line.strip() != b"more":
+            continue
+        given = [] if interrupted.is_set() else await deal.give(index)
+        reply = {"streams": [s.to_json() for s in given]} if given else {"last": True}
+        try:
+            into.write(json.dumps(reply).encode() + b"\n")
+            into.flush()
+        except (BrokenPipeError, ValueError):
+            return  # it exited (or its input was closed)
+
+
 def _read_stats(files: list[Path]) -> list[dict[str, Any]]:
     out = []
     for path in files:
@@ -275,6 +361,29 @@ def _warm_up() -> None:
     import asyncpager.sinks  # noqa: F401
 
 
+async def _ask_for_work(
+    fetcher: Any, replies: anyio.abc.ObjectReceiveStream[dict[str, Any]]
+) -> AsyncIterator[list[Stream]]:
+    """The streams a worker is handed while it runs: asked for whenever
+    fewer than ``ASK_BELOW`` of its streams are left, until the coordinator
+    says nothing is."""
+    while True:
+        while True:
+            stats = fetcher.stats
+            if stats.streams_total - stats.streams_done - stats.streams_failed < ASK_BELOW:
+                break
+            await fetcher.clock.sleep(ASK_POLL)
+        sys.stdout.buffer.write(b"more\n")
+        sys.stdout.buffer.flush()
+        try:
+            reply = await replies.receive()
+        except anyio.EndOfStream:
+            return  # the coordinator is gone: the run is being stopped
+        if reply.get("last"):
+            return
+        yield [Stream.from_json(s) for s in reply["streams"]]
+
+
 def worker_main() -> int:
     """One worker: the ordinary export of the streams it was dealt, which
     come as the first line on its standard input."""
@@ -305,13 +414,26 @@ def worker_main() -> int:
     async def entry(interrupted: anyio.Event) -> int:
         from asyncpager.cli import _run_export
 
-        async def parent_gone() -> None:
-            # The coordinator holds our stdin open; EOF means it is gone.
-            await anyio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
-            interrupted.set()
+        send, replies = anyio.create_memory_object_stream[dict[str, Any]](1)
+
+        async def read_coordinator() -> None:
+            # The coordinator holds our stdin open and answers on it; EOF
+            # means it is gone.
+            async with send:
+                while True:
+                    line = await anyio.to_thread.run_sync(
+                        sys.stdin.buffer.readline, abandon_on_cancel=True
+                    )
+                    if not line:
+                        interrupted.set()
+                        return
+                    await send.send(json.loads(line))
+
+        def more(fetcher: Any) -> AsyncIterator[list[Stream]]:
+            return _ask_for_work(fetcher, replies)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(parent_gone)
+            tg.start_soon(read_coordinator)
             try:
                 code = await _run_export(
                     args,
@@ -319,6 +441,7 @@ def worker_main() -> int:
                     assigned=assigned,
                     rate_share=1.0 / int(config["workers"]),
                     live_stats=live,
+                    more=more if config.get("more") else None,
                 )
             finally:
                 tg.cancel_scope.cancel()

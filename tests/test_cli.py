@@ -497,6 +497,19 @@ def test_workers_stats_carry_each_workers_figures(endpoint: LocalEndpoint, tmp_p
     assert all(w["requests"] > 0 for w in per_worker)
 
 
+def test_workers_are_handed_the_shards_left(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+    out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
+    run("s3", "s3://crash-bucket", "--endpoint-url", endpoint.url, "-o", str(out),
+        "--workers", "2", "--shards", "16", "--stats", str(stats))  # fmt: skip
+    keys = [r["Key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    per_worker = json.loads(stats.read_text())["per_worker"]
+    # Each started with 4 of the 16 shards; the other 8 were asked for.
+    shards = [w["streams_total"] - w["splits"] for w in per_worker]
+    assert sum(shards) == 16
+    assert max(shards) > 4
+
+
 def _worker_processes() -> list[int]:
     """Live ``--workers`` worker processes on this machine (Linux)."""
     found = []
