@@ -53,7 +53,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from asyncpager._spawn import start_workers
+from asyncpager._spawn import start_workers, stop_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
 from asyncpager.sinks.join import JOINABLE_FORMATS, join_parts
@@ -87,20 +87,9 @@ async def run_parallel(
     try:
         return await _coordinate(args, argv, interrupted, processes)
     finally:
-        for p in processes:
-            if p.poll() is None:
-                # Never given work (a bad argument, already complete): EOF
-                # on its input ends it quietly; anything else is killed.
-                if p.stdin is not None and not p.stdin.closed:
-                    p.stdin.close()
-                try:
-                    await anyio.to_thread.run_sync(p.wait, 5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            for pipe in (p.stdout, p.stderr):
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
+        # Any never given work (a bad argument, already complete) ends on
+        # EOF; anything else is killed.
+        await anyio.to_thread.run_sync(stop_workers, processes)
 
 
 async def _coordinate(
