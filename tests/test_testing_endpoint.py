@@ -1095,3 +1095,23 @@ def test_public_names() -> None:
     assert sorted(testing.__all__) == testing.__all__
     for name in testing.__all__:
         assert getattr(testing, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--bucket", "b1:300"], "bucket 'b1:300': invalid S3 bucket name 'b1'"),
+        (["--bucket", "bench"], "bucket 'bench': expected NAME:COUNT[:SHAPE[:SEED]]"),
+        (["--bucket", "bench:many"], "bucket 'bench:many': invalid literal for int()"),
+        (["--table", "t:10"], "table 't:10': invalid DynamoDB table name 't'"),
+        (["--latency", "soon"], "latency 'soon': could not convert string to float"),
+    ],
+)
+def test_bad_options_say_why_in_one_line(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said in last

@@ -20,8 +20,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, cast, get_args
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast, get_args
 
 from asyncpager.testing._server import App, HttpServer
 from asyncpager.testing._specs import (
@@ -37,6 +37,24 @@ from asyncpager.testing._specs import (
     Table,
     Throttle,
 )
+
+T = TypeVar("T")
+
+
+def _spec(parse: Callable[[str], T], what: str, form: str) -> Callable[[str], T]:
+    """``parse`` with its errors said as one line: argparse shows a bare
+    ValueError as ``invalid _bucket value``, without the reason."""
+
+    def wrapped(text: str) -> T:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except (ValueError, TypeError) as exc:
+            reason = f"expected {form}" if "values to unpack" in str(exc) else str(exc)
+            raise argparse.ArgumentTypeError(f"{what} {text!r}: {reason}") from None
+
+    return wrapped
 
 
 def _bucket(text: str) -> Bucket:
@@ -106,7 +124,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(
         "--bucket",
-        type=_bucket,
+        type=_spec(_bucket, "bucket", "NAME:COUNT[:SHAPE[:SEED]]"),
         action="append",
         default=[],
         metavar="NAME:COUNT[:SHAPE[:SEED]]",
@@ -114,17 +132,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--table",
-        type=_table,
+        type=_spec(_table, "table", "NAME:COUNT[:SHAPE[:SEED]]"),
         action="append",
         default=[],
         metavar="NAME:COUNT[:SHAPE[:SEED]]",
         help="SHAPE: small, mixed or large",
     )
-    parser.add_argument("--ec2", type=_ec2, metavar="REGION[,REGION...]:PER_REGION")
+    parser.add_argument(
+        "--ec2",
+        type=_spec(_ec2, "fleet", "REGION[,REGION...]:PER_REGION"),
+        metavar="REGION[,REGION...]:PER_REGION",
+    )
     parser.add_argument("--iam", type=int, metavar="USERS")
     parser.add_argument(
         "--latency",
-        type=_latency,
+        type=_spec(_latency, "latency", "FIXED[:JITTER]"),
         action="append",
         default=[],
         metavar="FIXED[:JITTER]",
@@ -132,14 +154,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--throttle",
-        type=_throttle,
+        type=_spec(_throttle, "throttle", "SERVICE[:OPERATION]:RATE[:BURST]"),
         action="append",
         default=[],
         metavar="SERVICE[:OPERATION]:RATE[:BURST]",
     )
     parser.add_argument(
         "--fault",
-        type=_fault,
+        type=_spec(_fault, "fault", "KIND:PROBABILITY[:SERVICE]"),
         action="append",
         default=[],
         metavar="KIND:PROBABILITY[:SERVICE]",
