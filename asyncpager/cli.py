@@ -430,15 +430,20 @@ async def _sample_cuts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
     return densities, folders
 
 
-async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
-    """Streams, label keys, rate limits and the known total of items."""
+def _rate_limits(args: argparse.Namespace) -> list[Any]:
+    """``--rate``/``--burst`` as limits (the plan may add its own)."""
     from asyncpager.pacing import RateLimit
 
-    limits: list[RateLimit] = []
     if args.rate is not None:
-        limits.append(RateLimit(args.rate, burst=args.burst))
-    elif args.burst is not None:
+        return [RateLimit(args.rate, burst=args.burst)]
+    if args.burst is not None:
         raise ConfigurationError("--burst needs --rate")
+    return []
+
+
+async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any, int | None]:
+    """Streams, label keys, rate limits and the known total of items."""
+    limits = _rate_limits(args)
     total: int | None = None
     if args.command == "s3":
         import datetime as dt
@@ -478,13 +483,21 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         if args.region:
             check_region(args.region, "dynamodb")
         extra = _json_arg(args.params, "--params")
+        # Segments handed out to --workers processes: the grain of the last
+        # shares is one segment, so a segment per request slot of every
+        # process (as many as there are pages at most) keeps the tail short.
+        # 400k items in 32 segments left one of two workers 1.35 s behind.
+        workers = int(getattr(args, "workers", None) or 1)
+        slots = int(args.concurrency)
+        if workers > 1 and not _on_cluster(args):
+            slots *= workers
         plan = await plan_scan(
             args.table,
             region=args.region,
             profile=args.profile,
             endpoint_url=args.endpoint_url,
             segments=args.segments,
-            concurrency=args.concurrency,
+            concurrency=slots,
             params=extra,
             page_size=args.page_size,
             max_read_units=args.max_read_units,
@@ -560,9 +573,14 @@ async def _run_export(
     from asyncpager.progress import Progress
 
     query, checkpoint, sink = check_export_args(args)
-    streams, label_keys, limits, total = await _plan(args)
-    if assigned is not None:
-        streams = assigned
+    if assigned is not None and not (args.command == "dynamodb" and args.max_read_units):
+        # A worker: the coordinator planned (and checked) already; only a
+        # read-unit budget comes from the table, and so needs the plan.
+        streams, keys, limits, total = assigned, label_keys(args), _rate_limits(args), None
+    else:
+        streams, keys, limits, total = await _plan(args)
+        if assigned is not None:
+            streams = assigned
     if rate_share != 1.0:
         from asyncpager.pacing import share_limits
 
@@ -574,7 +592,7 @@ async def _run_export(
     records = make_records(
         query=query,
         plain_dynamodb=plain_dynamodb,
-        label_keys=label_keys,
+        label_keys=keys,
         json_lines=json_lines,
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
