@@ -266,7 +266,7 @@ def endpoint() -> Iterator[LocalEndpoint]:
 def export_argv(endpoint: LocalEndpoint, kind: str, out: Path, checkpoint: Path) -> list[str]:
     source = ["s3", "s3://crash-bucket", "--shards", "6", "--page-size", "250"]
     if kind == "dynamodb":
-        source = ["dynamodb", "crash-table", "--segments", "5", "--page-size", "100"]
+        source = ["dynamodb", "crash-table", "--segments", "5", "--page-size", "25"]
     return [
         sys.executable, "-m", "asyncpager", *source, "--endpoint-url", endpoint.url,
         "--region", "us-east-1", "-o", str(out), "--checkpoint", str(checkpoint),
@@ -274,12 +274,30 @@ def export_argv(endpoint: LocalEndpoint, kind: str, out: Path, checkpoint: Path)
     ]  # fmt: skip
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
 def interrupt_and_resume(
     argv: list[str], sig: int, delays: list[float]
 ) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``argv`` and stop it with ``sig`` ``delay`` seconds after its first
+    save of the checkpoint (each save is a new file renamed into place), for
+    each delay; then run it to the end. Timed from the first save, not from
+    the start, so that a faster machine or command still stops mid-way."""
+    checkpoint = Path(argv[argv.index("--checkpoint") + 1])
     outcomes = []
     for delay in delays:
+        before = _identity(checkpoint)
         process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while _identity(checkpoint) == before and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint saved in 60 s"
+            time.sleep(0.005)
         time.sleep(delay)
         process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=60)
@@ -303,7 +321,7 @@ def test_kill_9_then_resume_exactly_once(
         pytest.importorskip("pyarrow")
     out, checkpoint = tmp_path / name, tmp_path / "cp.json"
     argv = export_argv(endpoint, kind, out, checkpoint)
-    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [1.2, 0.9, 1.5])
+    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.3, 0.1, 0.4])
     assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
     rows = read_records(out)
     ids = [r["Key"] if kind == "s3" else r["pk"] for r in rows]
@@ -315,7 +333,7 @@ def test_kill_9_then_resume_exactly_once(
 def test_sigint_saves_exits_130_and_resumes(endpoint: LocalEndpoint, tmp_path: Path) -> None:
     out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
     argv = export_argv(endpoint, "s3", out, checkpoint)
-    outcomes = interrupt_and_resume(argv, signal.SIGINT, [1.5, 1.0])
+    outcomes = interrupt_and_resume(argv, signal.SIGINT, [0.4, 0.2])
     assert [o.returncode for o in outcomes[:-1]] == [130, 130]
     assert all("progress saved" in o.stderr for o in outcomes[:-1])
     keys = [r["Key"] for r in read_records(out)]
@@ -370,7 +388,7 @@ def test_workers_kill_9_then_resume_exactly_once(
         pytest.importorskip("pyarrow")
     out, checkpoint = tmp_path / name, tmp_path / "cp.json"
     argv = [*export_argv(endpoint, "s3", out, checkpoint), "--workers", "2"]
-    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [1.5, 1.2])
+    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.5, 0.3])
     assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
     keys = [r["Key"] for r in read_records(out)]
     assert len(keys) == len(set(keys)) == N_KEYS
@@ -394,7 +412,7 @@ def test_workers_refuse_csv_and_a_changed_worker_count(
     assert _worker_processes() == []
     out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
     argv = [*export_argv(endpoint, "s3", out, checkpoint), "--workers", "2"]
-    interrupt_and_resume(argv, signal.SIGKILL, [1.2])
+    interrupt_and_resume(argv, signal.SIGKILL, [0.3])
     three = [*argv[:-1], "3"]
     again = subprocess.run(three, env=env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2
