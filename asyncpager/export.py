@@ -95,7 +95,13 @@ async def export(
     resumed = state is not None
     taken: set[str] | None = None
     if more is not None:
-        taken = set(state.extra.get("taken") or ()) if state is not None else set()
+        if state is None:
+            taken = set()
+        elif "taken" in state.extra:
+            taken = set(state.extra["taken"])
+        else:
+            # Saved by an export that was handed nothing: it took all it had.
+            taken = {_key(s) for s in streams}
         fresh = [s for s in streams if _key(s) not in taken]
         taken.update(_key(s) for s in fresh)
         if state is not None:

@@ -339,3 +339,30 @@ async def test_without_more_a_resumed_export_keeps_to_its_checkpoint(
     keys = _keys_written(out)
     assert len(keys) == len(set(keys))
     assert 0 < len(keys) < N_KEYS  # the first shard only
+
+
+async def test_a_checkpoint_saved_without_more_resumes_as_it_was(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    """A checkpoint written before streams were handed over (no list of
+    taken streams) still resumes exactly: nothing given is run twice."""
+    from asyncpager.checkpoint import Checkpoint, CheckpointState
+
+    first, second, third = s3_streams(endpoint)
+    checkpoint = Checkpoint(tmp_path / "out.ckpt")
+    checkpoint.save(CheckpointState(fingerprint="fp", streams=[first]))
+
+    async def nothing_more() -> Any:
+        return
+        yield []
+
+    out = tmp_path / "out.jsonl"
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    result = await export(
+        [first, second, third], JsonlSink(str(out)), records, checkpoint=checkpoint,
+        fingerprint="fp", more=nothing_more(),
+    )  # fmt: skip
+    assert result.complete
+    keys = _keys_written(out)
+    assert len(keys) == len(set(keys))
+    assert 0 < len(keys) < N_KEYS  # the first shard only: the others were taken
