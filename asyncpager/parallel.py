@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -53,7 +52,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from asyncpager._spawn import start_workers, stop_workers
+from asyncpager._spawn import Worker, start_workers, stop_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
 from asyncpager.sinks.join import JOINABLE_FORMATS, join_parts
@@ -78,7 +77,7 @@ async def run_parallel(
     args: argparse.Namespace,
     argv: list[str],
     interrupted: anyio.Event,
-    processes: list[subprocess.Popen[bytes]] | None = None,
+    processes: list[Worker] | None = None,
 ) -> int:
     """The coordinator of ``--workers N`` (N > 1), with the worker processes
     the command started before anything else (or started here)."""
@@ -96,7 +95,7 @@ async def _coordinate(
     args: argparse.Namespace,
     argv: list[str],
     interrupted: anyio.Event,
-    processes: list[subprocess.Popen[bytes]],
+    processes: list[Worker],
 ) -> int:
     from asyncpager.cli import (
         EXIT_FAILED,
@@ -290,9 +289,7 @@ class _Deal:
             return given
 
 
-async def _answer(
-    deal: _Deal, index: int, process: subprocess.Popen[bytes], interrupted: anyio.Event
-) -> None:
+async def _answer(deal: _Deal, index: int, process: Worker, interrupted: anyio.Event) -> None:
     """Answer worker ``index``'s requests for work until it exits."""
     out, into = process.stdout, process.stdin
     assert out is not None
@@ -339,7 +336,7 @@ def _die_with_parent() -> None:
             libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
     """What every export imports, imported while the coordinator plans."""
     import aiobotocore.session  # noqa: F401
     import botocore.loaders  # noqa: F401
@@ -379,7 +376,7 @@ def worker_main() -> int:
     _die_with_parent()
     from asyncpager.cli import build_parser, main_guarded
 
-    _warm_up()
+    warm_up()
     line = sys.stdin.buffer.readline()
     if not line.strip():
         return 0  # the coordinator stopped before dealing any work

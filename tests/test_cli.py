@@ -503,10 +503,19 @@ def test_dynamodb_json_export_writes_botocores_items(moto_server: str, tmp_path:
     assert sorted(got) == sorted(expected)
 
 
-def test_workers_stats_carry_each_workers_figures(endpoint: LocalEndpoint, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spawn", ["0", "1"])
+def test_workers_stats_carry_each_workers_figures(
+    endpoint: LocalEndpoint, tmp_path: Path, spawn: str
+) -> None:
+    """Forked workers (Linux) and spawned ones (elsewhere) alike."""
     out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
-    run("s3", "s3://crash-bucket", "--endpoint-url", endpoint.url, "-o", str(out),
-        "--workers", "2", "--stats", str(stats))  # fmt: skip
+    argv = [sys.executable, "-m", "asyncpager", "s3", "s3://crash-bucket", "--endpoint-url",
+            endpoint.url, "-o", str(out), "--workers", "2", "--stats", str(stats)]  # fmt: skip
+    done = subprocess.run(
+        argv, env=env(ASYNCPAGER_WORKERS_SPAWN=spawn), capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert _worker_processes() == []
     body = json.loads(stats.read_text())
     assert body["items_written"] == N_KEYS
     per_worker = body["per_worker"]
@@ -538,6 +547,9 @@ def _worker_processes() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"asyncpager.parallel" in cmdline:
+        # Spawned workers run the module; forked ones keep their
+        # coordinator's command line.
+        forked = b"-m" in cmdline and b"asyncpager" in cmdline and b"--workers" in cmdline
+        if b"asyncpager.parallel" in cmdline or forked:
             found.append(int(entry.name))
     return found
