@@ -19,9 +19,11 @@ round-robin at the start; a worker whose streams run low (fewer than
 of what is left (half of it divided among the workers: large shares first,
 small ones at the end) or word that nothing is.
 
-The workers are started first, so that their start-up (imports, most of a
-second of CPU each) runs while the coordinator plans; each gets its first
-share as the first line on its standard input, later shares as later lines.
+The workers are started before the coordinator plans (see
+:mod:`asyncpager._spawn`: on Linux, forked once the coordinator has imported
+what they run; elsewhere, fresh interpreters that import while it plans);
+each gets its first share as the first line on its standard input, later
+shares as later lines.
 
 Crash safety is each worker's: kill anything at any moment, run the same
 command again, and every worker resumes its own part from its own checkpoint.
