@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 __all__ = ["Worker", "start_workers", "stop_workers"]
 
@@ -175,7 +175,7 @@ class _Forked:
         return f"<forked worker {self.pid} returncode={self.returncode}>"
 
 
-def stop_workers(processes: list[Any], timeout: float = 5) -> None:
+def stop_workers(processes: list[Worker], timeout: float = 5) -> None:
     """Stop workers that were never given work: EOF on their input ends
     them quietly; one that does not end in ``timeout`` seconds is killed."""
     for process in processes:

@@ -392,12 +392,18 @@ def _on_cluster(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "scheduler", None)) or getattr(args, "cluster", None) is not None
 
 
+def _worker_processes(args: argparse.Namespace) -> int:
+    """How many ``--workers`` processes the plan is handed out to (1: it
+    runs in this process, or on a cluster)."""
+    if _on_cluster(args):
+        return 1
+    return int(getattr(args, "workers", None) or 1)
+
+
 def _deals_once(args: argparse.Namespace) -> bool:
     """Whether the streams are dealt to processes or tasks once and for all
     (``--workers``, a cluster), where a shard cannot split across them."""
-    if _on_cluster(args):
-        return True
-    return int(getattr(args, "workers", None) or 1) > 1
+    return _on_cluster(args) or _worker_processes(args) > 1
 
 
 async def _sample_cuts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -460,8 +466,8 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # Handed out to --workers processes, where a shard cannot split
         # across them, more and smaller ones even out their work.
         shards = args.shards or max(1, 8 // len(args.urls))
-        workers = int(getattr(args, "workers", None) or 1)
-        if not args.shards and workers > 1 and not _on_cluster(args):
+        workers = _worker_processes(args)
+        if not args.shards and workers > 1:
             shards = max(1, 16 * workers // len(args.urls))
         densities, folders = await _sample_cuts(args) if _deals_once(args) else (None, None)
         streams = plan_s3(
@@ -487,10 +493,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         # shares is one segment, so a segment per request slot of every
         # process (as many as there are pages at most) keeps the tail short.
         # 400k items in 32 segments left one of two workers 1.35 s behind.
-        workers = int(getattr(args, "workers", None) or 1)
-        slots = int(args.concurrency)
-        if workers > 1 and not _on_cluster(args):
-            slots *= workers
+        slots = int(args.concurrency) * _worker_processes(args)
         plan = await plan_scan(
             args.table,
             region=args.region,

@@ -102,10 +102,10 @@ async def export(
         else:
             # Saved by an export that was handed nothing: it took all it had.
             taken = {_key(s) for s in streams}
-        fresh = [s for s in streams if _key(s) not in taken]
-        taken.update(_key(s) for s in fresh)
-        if state is not None:
-            streams = [*state.streams, *fresh]
+        keyed = {_key(s): s for s in streams}
+        fresh = [s for key, s in keyed.items() if key not in taken]
+        taken.update(keyed)
+        streams = [*state.streams, *fresh] if state is not None else fresh
         more = _taking(more, taken)
     elif state is not None:
         streams = state.streams
@@ -131,8 +131,12 @@ async def _taking(
     # await between this yield and the run's add): a commit saves both or
     # neither. A stream taken already (sent twice) is not run twice.
     async for batch in more:
-        fresh = [s for s in batch if _key(s) not in taken]
-        taken.update(_key(s) for s in fresh)
+        fresh = []
+        for stream in batch:
+            key = _key(stream)
+            if key not in taken:
+                taken.add(key)
+                fresh.append(stream)
         yield fresh
 
 

@@ -83,14 +83,17 @@ async def run_parallel(
 ) -> int:
     """The coordinator of ``--workers N`` (N > 1), with the worker processes
     the command started before anything else (or started here)."""
+    own = processes is None
     if processes is None:
         processes = start_workers(int(args.workers))
     try:
         return await _coordinate(args, argv, interrupted, processes)
     finally:
-        # Any never given work (a bad argument, already complete) ends on
-        # EOF; anything else is killed.
-        await anyio.to_thread.run_sync(stop_workers, processes)
+        if own:
+            # Any never given work (a bad argument, already complete) ends
+            # on EOF; anything else is killed. Workers the command started
+            # are stopped by the command, whether or not this ran.
+            await anyio.to_thread.run_sync(stop_workers, processes)
 
 
 async def _coordinate(

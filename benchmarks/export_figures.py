@@ -229,50 +229,42 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for o in outputs
             }
-            parallel: list[dict[str, Any]] = []
-            typed = ("--dynamodb-json",) if kind == "dynamodb" and args.dynamodb_json else ()
-            fixed_typed = (
-                statistics.median(
-                    _cli(kind, "bench-one", ep.url, outputs[0], directory, 1, typed)["cpu"]
+            # The first output again, as other commands: (label, workers, options).
+            variants: list[tuple[str, int, tuple[str, ...]]] = []
+            if args.workers > 1:
+                variants.append((f"--workers {args.workers} (wall)", args.workers, ()))
+            if kind == "dynamodb" and args.dynamodb_json:
+                typed = ("--dynamodb-json",)
+                variants.append(("--dynamodb-json", 1, typed))
+                if args.workers > 1:
+                    label = f"--dynamodb-json, --workers {args.workers} (wall)"
+                    variants.append((label, args.workers, typed))
+            fixed_options = {
+                options: statistics.median(
+                    _cli(kind, "bench-one", ep.url, outputs[0], directory, 1, options)["cpu"]
                     for _ in "ab"
                 )
-                if typed
-                else 0.0
-            )
-            typed_runs: list[dict[str, Any]] = []
-            typed_parallel: list[dict[str, Any]] = []
+                for _label, _workers, options in variants
+                if options
+            }
+            fixed_options[()] = fixed_cli[outputs[0]]
+            variant_runs: list[list[dict[str, Any]]] = [[] for _ in variants]
             for _ in range(args.rounds):
                 bare.append(_bare(kind, "bench", ep.url))
                 for o in outputs:
                     cli[o].append(_cli(kind, "bench", ep.url, o, directory))
-                if args.workers > 1:
-                    parallel.append(
-                        _cli(kind, "bench", ep.url, outputs[0], directory, args.workers)
-                    )
-                if typed:
-                    typed_runs.append(_cli(kind, "bench", ep.url, outputs[0], directory, 1, typed))
-                    if args.workers > 1:
-                        typed_parallel.append(
-                            _cli(kind, "bench", ep.url, outputs[0], directory, args.workers, typed)
-                        )
+                for runs, (_label, workers, options) in zip(variant_runs, variants, strict=True):
+                    run = _cli(kind, "bench", ep.url, outputs[0], directory, workers, options)
+                    runs.append(run)
             rows.append(_summary(f"{kind} bare Fetcher", bare, fixed_bare))
             for o in outputs:
                 row = _summary(f"{kind} CLI -> {o}", cli[o], fixed_cli[o])
                 row["bytes"] = cli[o][0]["bytes"]
                 rows.append(row)
-            if parallel:
-                # The fixed cost of one process per worker, and the coordinator's.
-                fixed = fixed_cli[outputs[0]] * (args.workers + 1)
-                label = f"{kind} CLI -> {outputs[0]}, --workers {args.workers} (wall)"
-                rows.append(_summary(label, parallel, fixed))
-            if typed_runs:
-                label = f"{kind} CLI -> {outputs[0]}, --dynamodb-json"
-                rows.append(_summary(label, typed_runs, fixed_typed))
-            if typed_parallel:
-                label = (
-                    f"{kind} CLI -> {outputs[0]}, --dynamodb-json, --workers {args.workers} (wall)"
-                )
-                rows.append(_summary(label, typed_parallel, fixed_typed * (args.workers + 1)))
+            for runs, (label, workers, options) in zip(variant_runs, variants, strict=True):
+                # Several workers: the fixed cost of each process and the coordinator's.
+                fixed = fixed_options[options] * (workers + 1 if workers > 1 else 1)
+                rows.append(_summary(f"{kind} CLI -> {outputs[0]}, {label}", runs, fixed))
             if args.boto3:
                 runs = [_boto3(kind, "bench-small", ep.url)]
                 rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))

@@ -79,6 +79,18 @@ async def aio_client(moto_server: str) -> AsyncIterator[Any]:
         yield make
 
 
+def create_table(ddb: Any, name: str, key_type: str = "S") -> str:
+    """A pay-per-request table ``name`` keyed by ``pk`` (a string, or
+    ``"B"``: bytes), made with a boto3 client; returns its name."""
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": key_type}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def put_s3_keys(s3: Any, bucket: str, keys: list[str], body: bytes = b"x") -> None:
     """Upload ``keys``; those moto's server cannot take in a URL path (a
     newline) go through a browser-style POST upload, where the key is a form

@@ -12,7 +12,7 @@ import pytest
 aioboto3 = pytest.importorskip("aioboto3")
 
 from asyncpager import Fetcher, Stream, paginate, plan_s3  # noqa: E402
-from tests.conftest import put_s3_keys  # noqa: E402
+from tests.conftest import create_table, put_s3_keys  # noqa: E402
 from tests.test_paginate_parity import AWKWARD_KEYS  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -28,12 +28,7 @@ def data(moto_server: str) -> dict[str, Any]:
     put_s3_keys(s3, bucket, AWKWARD_KEYS)
     ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
     table = f"a3-{uuid.uuid4().hex[:10]}"
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, table)
     for i in range(30):
         ddb.put_item(TableName=table, Item={"pk": {"S": f"k{i:02d}"}})
     return {"bucket": bucket, "table": table, "url": moto_server}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table
-from tests.conftest import put_s3_keys
+from tests.conftest import create_table, put_s3_keys
 from tests.test_paginate_parity import AWKWARD_KEYS
 
 SECRET = "cli-test-secret-Zq81xWv0"  # a known value, searched for in everything written
@@ -61,12 +61,7 @@ def moto_data(moto_server: str) -> dict[str, Any]:
     put_s3_keys(s3, bucket, AWKWARD_KEYS)
     ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
     table = f"cli-{uuid.uuid4().hex[:10]}"
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, table)
     for i in range(40):
         ddb.put_item(
             TableName=table,
@@ -467,12 +462,7 @@ def test_dynamodb_json_export_writes_botocores_items(moto_server: str, tmp_path:
 
     client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
     table = f"typed-{uuid.uuid4().hex[:8]}"
-    client.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(client, table)
     for i in range(30):
         client.put_item(
             TableName=table,

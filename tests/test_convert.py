@@ -31,6 +31,7 @@ from asyncpager.convert import (
     to_jsonable,
 )
 from asyncpager.errors import ConfigurationError
+from tests.conftest import create_table
 
 # ---------------------------------------------------------------------------
 # Strategies: DynamoDB attribute values
@@ -487,12 +488,7 @@ async def test_moto_scan_page_matches_type_deserializer(boto3_client: Any, aio_c
 
     table = f"convert-{uuid.uuid4().hex[:8]}"
     ddb = boto3_client("dynamodb")
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, table)
     try:
         for item in _typed_items():
             ddb.put_item(TableName=table, Item=item)

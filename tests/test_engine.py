@@ -15,6 +15,7 @@ import asyncpager
 from asyncpager.engine import Fetcher
 from asyncpager.pacing import RateLimit
 from asyncpager.streams import Stream
+from tests.conftest import create_table
 
 pytestmark = pytest.mark.anyio
 
@@ -37,12 +38,7 @@ def fleet(moto_server: str) -> dict[str, Any]:
         buckets.append(name)
     ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
     table = f"engine-{run}"
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, table)
     for i in range(60):
         ddb.put_item(TableName=table, Item={"pk": {"S": f"item-{i:03d}"}, "v": {"N": str(i)}})
     for i, region in enumerate(REGIONS):
@@ -381,12 +377,7 @@ async def test_raw_services_page_a_binary_key_table_exactly(moto_server: str) ->
 
     ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server)
     table = f"raw-{uuid.uuid4().hex[:8]}"
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "B"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, table, "B")
     keys = {bytes([n, 200 - n]) for n in range(30)}
     for key in keys:
         ddb.put_item(TableName=table, Item={"pk": {"B": key}, "v": {"B": key * 2}})

@@ -49,6 +49,7 @@ from asyncpager.parsers import (
 from asyncpager.parsers import _install as install_module
 from asyncpager.parsers._compiler import Fallback, _orjson_loads, json_loads
 from asyncpager.parsers._timestamps import fast_timestamp, refresh_zones
+from tests.conftest import create_table
 
 _SESSION = botocore.session.get_session()
 
@@ -881,12 +882,7 @@ def test_raw_mode_converts_the_token_that_is_sent_back() -> None:
 
 def test_raw_mode_pages_a_binary_key_table_exactly(boto3_client: Any) -> None:
     dynamodb = boto3_client("dynamodb")
-    dynamodb.create_table(
-        TableName="raw-binary",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "B"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(dynamodb, "raw-binary", "B")
     keys = {bytes([n, 255 - n, 7]) for n in range(40)}
     for key in keys:
         dynamodb.put_item(TableName="raw-binary", Item={"pk": {"B": key}})
@@ -1053,12 +1049,7 @@ def test_moto_s3(boto3_client: Any, spy: Spy) -> None:
 
 def test_moto_dynamodb(boto3_client: Any, spy: Spy) -> None:
     pair = Pair(boto3_client, "dynamodb")
-    pair.plain.create_table(
-        TableName="parsers-types",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(pair.plain, "parsers-types")
     for n in range(25):
         pair.plain.put_item(
             TableName="parsers-types",
