@@ -348,7 +348,10 @@ class Fetcher:
     writer does not need (see :func:`asyncpager.parsers.install`'s ``raw``):
     DynamoDB items keep their blobs as the base64 text that was sent. Give
     service names, or a mapping from service to mode (``{"s3": "json"}``:
-    timestamps as the ISO 8601 text the JSON writers would make). Pass ``clients`` to
+    timestamps as the ISO 8601 text the JSON writers would make;
+    ``{"dynamodb": "lines"}``: a ``Scan`` or ``Query`` page's ``Items`` is an
+    :class:`asyncpager.item_lines.ItemLines`, the text that came, whose
+    ``encoded()`` is plain JSON Lines). Pass ``clients`` to
     use your own: a mapping from ``service`` or ``(service, region)`` to a
     client (aiobotocore or aioboto3); those are not closed.
 

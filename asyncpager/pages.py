@@ -37,6 +37,7 @@ from asyncpager.errors import (
     PaginationError,
     RepeatedTokenError,
 )
+from asyncpager.item_lines import ItemLines
 from asyncpager.retry import Failure, RetryPolicy, classify, translate
 from asyncpager.tokens import ResumePoint, decode_token, encode_token
 
@@ -331,9 +332,8 @@ class PageStream:
         # The starting token points inside a page: drop what was delivered
         # before, exactly as botocore's PageIterator._handle_first_request.
         data = primary.search(page)
-        set_value_from_jmespath(
-            page, primary.expression, data[offset:] if isinstance(data, list | str) else None
-        )
+        kept = data[offset:] if isinstance(data, list | str | ItemLines) else None
+        set_value_from_jmespath(page, primary.expression, kept)
         for key in self.model.result_keys[1:]:
             sample = key.search(page)
             empty: Any

@@ -446,6 +446,7 @@ def test_raw_services_only_where_the_output_is_the_same() -> None:
     assert raw_services("s3", False, None, True) == {"s3": "json"}
     assert raw_services("s3", False, None, False) == {}
     assert raw_services("s3", False, object(), True) == {}
+    assert raw_services("dynamodb", True, None, True) == {"dynamodb": "lines"}
     assert raw_services("dynamodb", True, None, False) == {"dynamodb": True}
     assert raw_services("dynamodb", False, None, True) == {"dynamodb": True}
     assert raw_services("dynamodb", False, None, False) == {}

@@ -241,8 +241,10 @@ def _xml_empty() -> ETree.Element:
 
 #: ``False``: botocore's values. ``True``: values as sent wherever a
 #: conversion can be skipped. ``"json"``: as ``True``, with timestamps as the
-#: ISO 8601 text the JSON writers make of botocore's datetimes.
-RawMode = bool | Literal["json"]
+#: ISO 8601 text the JSON writers make of botocore's datetimes. ``"lines"``:
+#: as ``True``, with a DynamoDB ``Scan`` or ``Query`` page's items kept as the
+#: text that came (:class:`asyncpager.item_lines.ItemLines`).
+RawMode = bool | Literal["json", "lines"]
 
 
 def _shape_key(shape: Shape) -> tuple[str, str, str]:

@@ -36,6 +36,7 @@ from typing import Any
 from botocore.parsers import ResponseParser
 from botocore.utils import lowercase_dict
 
+from asyncpager.item_lines import split_page
 from asyncpager.parsers._compiler import (
     PARSED_ROOT,
     PROTOCOLS,
@@ -150,6 +151,15 @@ class FastParserFactory:
             return _AsyncFastParser(parser, protocol_name, self)
         return _FastParser(parser, protocol_name, self)
 
+    def item_lines(self, response: dict[str, Any]) -> bool:
+        """Whether ``response`` is a DynamoDB ``Scan`` or ``Query`` page,
+        whose items the ``"lines"`` mode keeps as text."""
+        if self.service_model.service_name != "dynamodb":
+            return False
+        context = response.get("context")
+        name = context.get("operation_name") if isinstance(context, dict) else None
+        return name in ("Scan", "Query")
+
     def compiled_for(
         self, shape: Any, response: dict[str, Any], protocol: str, parser: Any
     ) -> CompiledParser | None:
@@ -206,7 +216,11 @@ class _FastParser:
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug("Response headers: %r", response["headers"])
             _LOG.debug("Response body:\n%r", response["body"])
-        parsed = _run(compiled, response, self._factory.pause_gc)
+        parsed = None
+        if self._factory.raw == "lines" and self._factory.item_lines(response):
+            parsed = self._with_item_lines(compiled, response)
+        if parsed is None:
+            parsed = _run(compiled, response, self._factory.pause_gc)
         if parsed is None:
             return None
         # ResponseParser.parse: status code and lower-cased headers, then the
@@ -218,6 +232,19 @@ class _FastParser:
         algorithm = response.get("context", {}).get("checksum", {}).get("response_algorithm")
         if algorithm:
             metadata["ChecksumAlgorithm"] = algorithm
+        return parsed
+
+    def _with_item_lines(self, compiled: Any, response: dict[str, Any]) -> dict[str, Any] | None:
+        # The items stay text (asyncpager.item_lines); the rest of the page
+        # is parsed as ever. None: parse the whole body.
+        cut = split_page(response["body"])
+        if cut is None:
+            return None
+        parsed = _run(compiled, {**response, "body": cut[0]}, self._factory.pause_gc)
+        if parsed is None or type(parsed.get("Count")) is not int or parsed.get("Items") != []:
+            return None
+        cut[1].set_count(parsed["Count"])
+        parsed["Items"] = cut[1]
         return parsed
 
     def parse(self, response: dict[str, Any], shape: Any) -> Any:

@@ -1,0 +1,301 @@
+"""DynamoDB items written as JSON Lines straight from the text DynamoDB sent.
+
+Exporting a ``Scan`` page to JSON Lines the ordinary way decodes every typed
+attribute value into a Python object, converts each into its plain value,
+and encodes each item again: three quarters of a plain DynamoDB export's CPU
+(about 50 us per ten-attribute item). Yet the plain JSON of an item is its
+typed JSON with the type wrappers taken off: ``{"pk":{"S":"a"},"n":{"N":"5"}}``
+is ``{"pk":"a","n":5}``. :func:`plain_lines` does that to the whole ``Items``
+array at once, with byte-string replacements and a few regular expressions
+that run in C, and hands each item back as one line: what
+:func:`asyncpager.convert.dynamodb_to_json_ready` and
+:func:`asyncpager.convert.plain_to_json_line` would write, byte for byte
+(for text sent without escapes, as DynamoDB sends it; an escape is kept as
+sent, the same string either way). Only sets go through Python, one call
+each, to be sorted as the converter sorts them.
+
+Why replacing text is safe here: in JSON a double quote inside a string is
+always escaped, so every sequence that starts with a ``{`` and an unescaped
+quote (``{"S":"``, ``{"L":[``, ``{"M":{``) is structure, never a string's
+content. Each kind of wrapper is taken off in one pass, in an order where no
+pass leaves text that a later pass would take for a wrapper (an attribute
+named ``N`` holding the string ``"5"`` stays a string). The closings that
+cannot be told apart from string content (``"}``, ``]}``, ``}}``, ``},{``)
+are counted against the openings they belong to: a string that holds one
+makes the counts differ, and the page is converted the ordinary way. So is
+anything else unexpected (whitespace between tokens, a number not written as
+plain digits, a new type): :func:`plain_lines` returns ``None`` rather than
+guess.
+
+:class:`ItemLines` carries a page's items as that text from the parse to the
+writer: the queued page holds the bytes that came, not thousands of small
+objects, and anything that reads the items as a list gets DynamoDB's typed
+items, decoded on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from binascii import a2b_base64
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
+
+from asyncpager.convert import _json_number_set, dynamodb_to_json_ready, plain_to_json_line
+
+__all__ = ["ItemLines", "plain_lines", "split_page"]
+
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+#: A number that is already what the converter writes: orjson writes an int
+#: up to 18 digits as its digits, anything longer is kept as its text.
+_NUMBER = re.compile(rb'\{"N":"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)"\}')
+_STRING_SET = re.compile(rb'\{"SS":\["([^"\\]*(?:","[^"\\]*)*)"\]\}')
+_INT_SET = re.compile(rb'\{"NS":\["((?:0|[1-9][0-9]{0,17})(?:","(?:0|[1-9][0-9]{0,17}))*)"\]\}')
+_BLOB_SET = re.compile(rb'\{"BS":\["([A-Za-z0-9+/=]*(?:","[A-Za-z0-9+/=]*)*)"\]\}')
+_SET = re.compile(rb'\{"(SS|NS|BS)":\[(' + _STRING + rb"(?:," + _STRING + rb")*)\]\}")
+# Lists and maps, once unwrapped, are written with bytes that JSON text never
+# holds raw (control characters are escaped in strings and not allowed
+# outside them), so that their closings are not counted with the wrappers'.
+_MAP_OPEN, _MAP_CLOSE, _LIST_OPEN, _LIST_CLOSE = b"\x01", b"\x02", b"\x03", b"\x04"
+_RESTORE = bytes.maketrans(b"\x01\x02\x03\x04", b"{}[]")
+_ITEMS = b'"Items":['
+
+
+def plain_lines(items: bytes, count: int) -> bytes | None:
+    """The ``count`` typed items of ``items`` (the text between the brackets
+    of a response's ``Items`` array, compact as DynamoDB sends it) as plain
+    JSON Lines, each ending in a newline; ``None`` when the text is not what
+    this handles (see the module docstring), for the caller to convert it
+    the ordinary way."""
+    if not count:
+        return b"" if not items else None
+    # A string ending in an escaped backslash, or holding an escaped quote
+    # before a brace, reads as a wrapper's end; the placeholders must be new.
+    if b'\\"}' in items or any(mark in items for mark in (b"\x01", b"\x02", b"\x03", b"\x04")):
+        return None
+    # Numbers first: no later pass makes text that reads as a number wrapper,
+    # but unwrapping a string does ({"N":{"S":"5"}} is the string "5").
+    text = b"".join(_NUMBER.split(items))
+    if b'{"N":"' in text:
+        return None
+    # Blobs become strings (the base64 text is what is written) in one pass
+    # with strings: in two, the first would leave '{"B":"' or '{"S":"' where
+    # an attribute of that name holds the other ({"B":{"S":"x"}}).
+    unwrapped = _unwrap(text.replace(b'{"B":"', b'{"S":"'), b'{"S":"', b'"', b'"}', b'"')
+    if unwrapped is None:
+        return None
+    # NULL before BOOL: {"NULL":{"BOOL":true}} is an attribute named NULL.
+    text = unwrapped.replace(b'{"NULL":true}', b"null")
+    text = text.replace(b'{"BOOL":true}', b"true").replace(b'{"BOOL":false}', b"false")
+    text, sets_made = _sort_sets(text)
+    # Every structural "]}" now ends a list wrapper: sets are placeholders,
+    # and the Items array's own "]" is not in the text.
+    unwrapped = _unwrap(text, b'{"L":[', b"[", b"]}", b"]")
+    # A map wrapper ends with its map's "}" and its own: a run of closing
+    # braces is some of those pairs, then perhaps one item's end. The one
+    # opening that is not a wrapper's: an item or map whose first attribute
+    # is named M and holds a map ('{"M":{"M":{'), left to the ordinary path.
+    if unwrapped is None or b'{"M":{"M":{' in unwrapped:
+        return None
+    unwrapped = _unwrap(unwrapped, b'{"M":{', _MAP_OPEN, b"}}", _MAP_CLOSE)
+    if unwrapped is None:
+        return None
+    text = unwrapped
+    # Left: the items, each "{" plus attributes plus "}", nothing else with
+    # a brace and a quote (an unknown type would be one). So every '},{"' is
+    # the end of one item and the start of the next.
+    if text.count(b'{"') != count:
+        return None
+    text = text.replace(b'},{"', b'}\n{"')
+    if sets_made or _MAP_OPEN in text:
+        text = text.translate(_RESTORE)
+    return text + b"\n"
+
+
+def _unwrap(
+    text: bytes, opening: bytes, opened: bytes, closing: bytes, closed: bytes
+) -> bytes | None:
+    """Every ``opening`` replaced by ``opened`` and every ``closing`` by
+    ``closed``; ``None`` when there are not as many of each (a closing in a
+    string). The counts are read off the lengths the replacements took
+    away: a pass to count costs as much as one to replace."""
+    size = len(text)
+    text = text.replace(opening, opened)
+    count = (size - len(text)) // (len(opening) - len(opened))
+    size = len(text)
+    text = text.replace(closing, closed)
+    return text if (size - len(text)) // (len(closing) - len(closed)) == count else None
+
+
+def _sort_sets(text: bytes) -> tuple[bytes, bool]:
+    """Every set wrapper in ``text`` replaced by its elements in the
+    converter's order, between list placeholders; and whether there was
+    one. Sets are sorted (DynamoDB sends them in no order); the commonest
+    kinds are done in one comprehension each, without a call per set."""
+    made = False
+    # Strings with no escapes: each element's text is what the encoder
+    # writes, and UTF-8 sorts as code points do.
+    parts = _STRING_SET.split(text)
+    if len(parts) > 1:
+        made = True
+        parts[1::2] = [
+            b'\x03"%s"\x04' % b'","'.join(sorted(inner.split(b'","'))) for inner in parts[1::2]
+        ]
+        text = b"".join(parts)
+    # Integers the encoder writes as their digits (up to 18, no leading zero).
+    parts = _INT_SET.split(text)
+    if len(parts) > 1:
+        made = True
+        parts[1::2] = [
+            b"\x03%s\x04" % b",".join(sorted(inner.split(b'","'), key=int)) for inner in parts[1::2]
+        ]
+        text = b"".join(parts)
+    # Blobs, ordered by the bytes they stand for.
+    parts = _BLOB_SET.split(text)
+    if len(parts) > 1:
+        made = True
+        parts[1::2] = [
+            b'\x03"%s"\x04' % b'","'.join(sorted(inner.split(b'","'), key=a2b_base64))
+            for inner in parts[1::2]
+        ]
+        text = b"".join(parts)
+    # Anything else (escapes, other numbers), one call each.
+    parts = _SET.split(text)
+    if len(parts) > 1:
+        made = True
+        tags, inners = parts[1::3], parts[2::3]
+        sets = [_sorted_set(tag, inner) for tag, inner in zip(tags, inners, strict=True)]
+        del parts[2::3]
+        parts[1::2] = sets
+        text = b"".join(parts)
+    return text, made
+
+
+def _sorted_set(tag: bytes, inner: bytes) -> bytes:
+    """A set's elements as the converter writes them: sorted (strings by
+    code point, numbers by value, blobs by their bytes) between list
+    placeholders."""
+    if b"\\" not in inner:
+        # No escapes: every '","' separates two elements, and each element's
+        # text is what the encoder writes for it.
+        elements = inner[1:-1].split(b'","')
+        if tag == b"SS":
+            # UTF-8 sorts as its code points do.
+            elements.sort()
+            return _LIST_OPEN + b'"' + b'","'.join(elements) + b'"' + _LIST_CLOSE
+        if tag == b"BS":
+            elements.sort(key=a2b_base64)
+            return _LIST_OPEN + b'"' + b'","'.join(elements) + b'"' + _LIST_CLOSE
+        values: list[Any] = _json_number_set([e.decode("ascii") for e in elements])
+    else:
+        from asyncpager.parsers._compiler import json_loads
+
+        values = json_loads(b"[" + inner + b"]")
+        if tag == b"SS":
+            values.sort()
+        elif tag == b"NS":
+            values = _json_number_set(values)
+        else:
+            values.sort(key=a2b_base64)
+    return _LIST_OPEN + plain_to_json_line(values)[1:-2] + _LIST_CLOSE
+
+
+def split_page(body: bytes) -> tuple[bytes, ItemLines] | None:
+    """A ``Scan`` or ``Query`` response body as the body without its items
+    (``"Items":[]``, for the ordinary parse) and the items as
+    :class:`ItemLines`; ``None`` when the body has no items array to cut
+    out. The count is checked later, against the response's ``Count``."""
+    start = body.find(_ITEMS)
+    if start < 0:
+        return None
+    start += len(_ITEMS)
+    end = _items_end(body, start)
+    if end is None:
+        return None
+    return body[:start] + body[end:], ItemLines(body, start, end)
+
+
+def _items_end(body: bytes, start: int) -> int | None:
+    # Inside the items, a "]" always closes a list wrapper and is followed by
+    # "}"; a string's closing quote is never followed by a letter. So '],"'
+    # and a letter is only ever the array's end followed by the next member.
+    # Searched from the back: what follows the items is short.
+    pos = len(body)
+    while True:
+        pos = body.rfind(b'],"', start, pos)
+        if pos < 0:
+            break
+        if body[pos + 3 : pos + 4].isalpha():
+            return pos
+    # Or the array is the last member.
+    tail = body.rstrip()
+    if tail.endswith(b"]}") and len(tail) - 2 >= start:
+        return len(tail) - 2
+    return None
+
+
+class ItemLines(Sequence[Mapping[str, Any]]):
+    """A page's DynamoDB items, kept as the text they came in.
+
+    Read as a sequence, it is the typed items as sent (what the page would
+    hold otherwise), decoded on first use. :meth:`encoded` is the point:
+    the items as plain JSON Lines, without decoding them."""
+
+    __slots__ = ("_body", "_count", "_end", "_start", "_typed")
+
+    def __init__(self, body: bytes, start: int, end: int, count: int | None = None) -> None:
+        self._body = body
+        self._start = start
+        self._end = end
+        self._count = count
+        self._typed: list[dict[str, Any]] | None = None
+
+    def set_count(self, count: int) -> None:
+        """The response's ``Count``: how many items the text holds."""
+        self._count = count
+
+    def _items(self) -> list[dict[str, Any]]:
+        if self._typed is None:
+            from asyncpager.parsers._compiler import json_loads
+
+            typed = json_loads(b"[" + self._body[self._start : self._end] + b"]")
+            if self._count is not None and len(typed) != self._count:
+                from asyncpager.errors import PaginationError
+
+                raise PaginationError(
+                    f"a DynamoDB page says Count={self._count} but holds {len(typed)} items"
+                )
+            self._typed = typed
+        return self._typed
+
+    def __len__(self) -> int:
+        return self._count if self._count is not None else len(self._items())
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._items()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._items())
+
+    def __repr__(self) -> str:
+        return f"ItemLines({len(self)} items, {self._end - self._start} bytes)"
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The first ``limit`` items (all by default) as JSON-ready plain
+        values (:func:`~asyncpager.convert.dynamodb_to_json_ready`)."""
+        items = self._items() if limit is None else self._items()[:limit]
+        return [dynamodb_to_json_ready(item) for item in items]
+
+    def encoded(self, limit: int | None = None) -> tuple[bytes, int]:
+        """The first ``limit`` items (all by default) as plain JSON Lines,
+        and how many there are."""
+        whole = limit is None or limit >= len(self)
+        if whole and self._typed is None and self._count is not None:
+            text = plain_lines(self._body[self._start : self._end], self._count)
+            if text is not None:
+                return text, self._count
+        records = self.records(limit)
+        return b"".join(map(plain_to_json_line, records)), len(records)
