@@ -314,7 +314,7 @@ def make_records(
     conversion made) whenever nothing is added to them: a page is consumed
     once and the sinks only read them, so a copy of every item would only
     cost time (and work for the cyclic collector)."""
-    from asyncpager.item_lines import ItemLines
+    from asyncpager.item_lines import EncodedLines
 
     only_dicts = {dict}
     convert: Callable[[Any], Any] | None = None
@@ -334,17 +334,18 @@ def make_records(
         else:
             key = _result_key(stream.service, stream.operation)
             found = (key.search(page) if key is not None else None) or []
-            if type(found) is ItemLines:
-                # Written as JSON Lines straight from the text that came.
-                if not any(k in stream.labels for k in label_keys):
+            prefixes = page.get("CommonPrefixes") if stream.kind == "s3-range" else None
+            converted = False
+            if isinstance(found, EncodedLines):
+                # Written as JSON Lines straight from the text that came,
+                # unless something is added to each record.
+                if not prefixes and not any(k in stream.labels for k in label_keys):
                     return found
                 found = found.records()
-                fresh = True
-            if stream.kind == "s3-range":
-                prefixes = page.get("CommonPrefixes")
-                if prefixes:
-                    found = [*found, *[{"Prefix": p["Prefix"]} for p in prefixes]]
-            elif convert is not None and stream.service == "dynamodb":
+                fresh = converted = True
+            if prefixes:
+                found = [*found, *[{"Prefix": p["Prefix"]} for p in prefixes]]
+            elif convert is not None and stream.service == "dynamodb" and not converted:
                 found = [convert(item) for item in found]
                 fresh = True
         labels = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
@@ -673,7 +674,9 @@ def raw_services(
     and encoded again by the writer, through a callback per blob. DynamoDB's
     plain values written as JSON Lines are the text that came with the type
     wrappers taken off (:mod:`asyncpager.item_lines`): decoding, converting
-    and encoding every item again was three quarters of that export's CPU."""
+    and encoding every item again was three quarters of that export's CPU.
+    S3 listings written as JSON Lines are made into those lines from the
+    XML that came, objects of the usual shape at least."""
     if query is not None:
         return {}
     if command == "dynamodb" and plain_dynamodb and json_lines:
@@ -681,7 +684,7 @@ def raw_services(
     if command == "dynamodb" and (plain_dynamodb or json_lines):
         return {"dynamodb": True}
     if command == "s3" and json_lines:
-        return {"s3": "json"}
+        return {"s3": "lines"}
     return {}
 
 

@@ -28,7 +28,7 @@ from asyncpager.checkpoint import Checkpoint, CheckpointState
 from asyncpager.checkpoint import fingerprint as _fingerprint
 from asyncpager.engine import Fetcher, RunReport
 from asyncpager.errors import ConfigurationError
-from asyncpager.item_lines import ItemLines
+from asyncpager.item_lines import EncodedLines
 from asyncpager.streams import Stream
 
 __all__ = ["ExportResult", "Sink", "export"]
@@ -188,9 +188,9 @@ def _prepare(
     """
     with _collector_paused():
         batch = records(stream, page)
-        if type(batch) is ItemLines:
-            # Items kept as the text DynamoDB sent, for a JSON Lines sink
-            # (the only sink that mode is asked for).
+        if isinstance(batch, EncodedLines):
+            # Items kept as the text that came, for a JSON Lines sink (the
+            # only sink that mode is asked for).
             if encode is not None:
                 return batch.encoded(limit)
             batch = batch.records(limit)

@@ -1,18 +1,19 @@
-"""DynamoDB items written as JSON Lines straight from the text DynamoDB sent.
+"""Pages written as JSON Lines straight from the text that came.
 
-Exporting a ``Scan`` page to JSON Lines the ordinary way decodes every typed
-attribute value into a Python object, converts each into its plain value,
-and encodes each item again: three quarters of a plain DynamoDB export's CPU
-(about 50 us per ten-attribute item). Yet the plain JSON of an item is its
-typed JSON with the type wrappers taken off: ``{"pk":{"S":"a"},"n":{"N":"5"}}``
-is ``{"pk":"a","n":5}``. :func:`plain_lines` does that to the whole ``Items``
-array at once, with byte-string replacements and a few regular expressions
-that run in C, and hands each item back as one line: what
+**DynamoDB.** Exporting a ``Scan`` page to JSON Lines the ordinary way
+decodes every typed attribute value into a Python object, converts each
+into its plain value, and encodes each item again: three quarters of a
+plain DynamoDB export's CPU (about 50 us per ten-attribute item). Yet the
+plain JSON of an item is its typed JSON with the type wrappers taken off:
+``{"pk":{"S":"a"},"n":{"N":"5"}}`` is ``{"pk":"a","n":5}``.
+:func:`plain_lines` does that to the whole ``Items`` array at once, with
+byte-string replacements and a few regular expressions that run in C, and
+hands each item back as one line: what
 :func:`asyncpager.convert.dynamodb_to_json_ready` and
 :func:`asyncpager.convert.plain_to_json_line` would write, byte for byte
 (for text sent without escapes, as DynamoDB sends it; an escape is kept as
-sent, the same string either way). Only sets go through Python, one call
-each, to be sorted as the converter sorts them.
+sent, the same string either way). Only sets go through Python, to be
+sorted as the converter sorts them.
 
 Why replacing text is safe here: in JSON a double quote inside a string is
 always escaped, so every sequence that starts with a ``{`` and an unescaped
@@ -20,21 +21,31 @@ quote (``{"S":"``, ``{"L":[``, ``{"M":{``) is structure, never a string's
 content. Each kind of wrapper is taken off in one pass, in an order where no
 pass leaves text that a later pass would take for a wrapper (an attribute
 named ``N`` holding the string ``"5"`` stays a string). The closings that
-cannot be told apart from string content (``"}``, ``]}``, ``}}``, ``},{``)
-are counted against the openings they belong to: a string that holds one
-makes the counts differ, and the page is converted the ordinary way. So is
+cannot be told apart from string content (``"}``, ``]}``, ``}}``) are
+counted against the openings they belong to: a string that holds one makes
+the counts differ, and the page is converted the ordinary way. So is
 anything else unexpected (whitespace between tokens, a number not written as
 plain digits, a new type): :func:`plain_lines` returns ``None`` rather than
 guess.
 
-:class:`ItemLines` carries a page's items as that text from the parse to the
-writer: the queued page holds the bytes that came, not thousands of small
-objects, and anything that reads the items as a list gets DynamoDB's typed
-items, decoded on first use.
+**S3.** A ListObjectsV2 page's ``<Contents>`` elements become the lines the
+export wrote of botocore's page (timestamps as the ISO 8601 text of its
+datetimes) through one regular expression that must read the whole run, a
+``%`` format per object and a few replacements (:func:`object_lines`):
+parsing each object into a dict of values, its timestamp into a datetime,
+and encoding it again was most of an S3 export's CPU. Pages of any other
+shape (an owner, a restore status, keys botocore would URL-decode, character
+references) are read the ordinary way.
+
+:class:`ItemLines` and :class:`ObjectLines` carry a page's items as that
+text from the parse to the writer: the queued page holds bytes, not
+thousands of small objects, and anything that reads the items as a list
+gets what the ordinary parse gives, made on first use.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from binascii import a2b_base64
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +53,15 @@ from typing import Any, overload
 
 from asyncpager.convert import _json_number_set, dynamodb_to_json_ready, plain_to_json_line
 
-__all__ = ["ItemLines", "plain_lines", "split_page"]
+__all__ = [
+    "HELD_LINES",
+    "EncodedLines",
+    "ItemLines",
+    "ObjectLines",
+    "object_lines",
+    "plain_lines",
+    "split_page",
+]
 
 _STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 #: A number that is already what the converter writes: orjson writes an int
@@ -58,6 +77,10 @@ _SET = re.compile(rb'\{"(SS|NS|BS)":\[(' + _STRING + rb"(?:," + _STRING + rb")*)
 _MAP_OPEN, _MAP_CLOSE, _LIST_OPEN, _LIST_CLOSE = b"\x01", b"\x02", b"\x03", b"\x04"
 _RESTORE = bytes.maketrans(b"\x01\x02\x03\x04", b"{}[]")
 _ITEMS = b'"Items":['
+
+#: Where a parsed page holds ``(member, lines)`` until botocore's handlers
+#: have run (see :class:`ObjectLines`); the page stream puts them in place.
+HELD_LINES = "asyncpager_lines"
 
 
 def plain_lines(items: bytes, count: int) -> bytes | None:
@@ -233,7 +256,24 @@ def _items_end(body: bytes, start: int) -> int | None:
     return None
 
 
-class ItemLines(Sequence[Mapping[str, Any]]):
+class EncodedLines(Sequence[Mapping[str, Any]]):
+    """A page's items kept as text until they are written: what the export
+    asks of :class:`ItemLines` and :class:`ObjectLines`."""
+
+    __slots__ = ()
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The first ``limit`` items (all by default) as the records the
+        export writes."""
+        raise NotImplementedError
+
+    def encoded(self, limit: int | None = None) -> tuple[bytes, int]:
+        """The first ``limit`` items (all by default) as JSON Lines, and how
+        many there are."""
+        raise NotImplementedError
+
+
+class ItemLines(EncodedLines):
     """A page's DynamoDB items, kept as the text they came in.
 
     Read as a sequence, it is the typed items as sent (what the page would
@@ -299,3 +339,136 @@ class ItemLines(Sequence[Mapping[str, Any]]):
                 return text, self._count
         records = self.records(limit)
         return b"".join(map(plain_to_json_line, records)), len(records)
+
+
+# -- S3 listings -----------------------------------------------------------------
+
+# The element shapes the text path takes: ListObjectsV2's ``Contents`` with
+# the members S3 sends unasked, in the model's order, with or without one
+# checksum algorithm and its type. ``LastModified`` is matched once it has
+# been rewritten as ISO 8601 (below); a size is an integer as written.
+_TEXT = rb"([^<]*)"
+_ISO = (
+    rb"([0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{3}000)?\+00:00)"
+)
+_HEAD = rb"<Contents><Key>" + _TEXT + rb"</Key><LastModified>" + _ISO + rb"</LastModified>"
+_HEAD += rb"<ETag>" + _TEXT + rb"</ETag>"
+_TAIL = rb"<Size>(0|[1-9][0-9]{0,17})</Size><StorageClass>" + _TEXT + rb"</StorageClass></Contents>"
+_PLAIN_OBJECT = re.compile(_HEAD + _TAIL)
+_CHECKSUM_OBJECT = re.compile(
+    _HEAD
+    + rb"(?:<ChecksumAlgorithm>([^<]+)</ChecksumAlgorithm><ChecksumType>([^<]+)</ChecksumType>)?"
+    + _TAIL
+)
+_PLAIN_LINE = b'{"Key":"%s","LastModified":"%s","ETag":"%s","Size":%s,"StorageClass":"%s"}\n'
+_CHECKSUM_LINE = (
+    b'{"Key":"%s","LastModified":"%s","ETag":"%s","ChecksumAlgorithm":["%s"],'
+    b'"ChecksumType":"%s","Size":%s,"StorageClass":"%s"}\n'
+)
+
+
+def object_lines(run: bytes, url_encoded: bool) -> tuple[bytes, int] | None:
+    """A ListObjectsV2 page's run of ``<Contents>`` elements (checked by
+    :mod:`asyncpager.parsers._xmlrun`'s rules: UTF-8, no character XML
+    forbids, no ``]]>``, every ``&`` a reference) as the JSON Lines the
+    export writes of the page's ``Contents`` in raw ``"json"`` mode, and how
+    many: the members in the model's order, ``LastModified`` as the ISO 8601
+    text of botocore's datetime, ``Size`` a number. ``None`` for any other
+    shape of element, a character reference, or keys that botocore would
+    URL-decode (``url_encoded`` pages holding ``%`` or ``+``)."""
+    if b"&#" in run or (url_encoded and (b"%" in run or b"+" in run)):
+        return None
+    from asyncpager.parsers._timestamps import zulu_is_utc
+
+    if not zulu_is_utc():
+        return None
+    # JSON's escapes first, while the only quotes and backslashes are the
+    # text's own (XML text holds no other control character than these two).
+    text = run
+    for raw, escaped in ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\t", b"\\t"), (b"\n", b"\\n")):
+        if raw in text:
+            text = text.replace(raw, escaped)
+    # S3 quotes every ETag.
+    text = text.replace(b"&quot;", b'\\"')
+    # isoformat() of the UTC datetime: six digits of a fraction, none of a
+    # zero one.
+    text = text.replace(b".000Z</LastModified>", b"+00:00</LastModified>")
+    text = text.replace(b"Z</LastModified>", b"000+00:00</LastModified>")
+    # One pass reads every element; nothing may lie between two of them.
+    checksums = b"<ChecksumType>" in text
+    pattern = _CHECKSUM_OBJECT if checksums else _PLAIN_OBJECT
+    parts = pattern.split(text)
+    width = pattern.groups + 1
+    if any(parts[::width]):
+        return None
+    fields = parts[1::width], *(parts[i::width] for i in range(2, width))
+    objects = zip(*fields, strict=True)
+    if not checksums:
+        lines = b"".join([_PLAIN_LINE % fields for fields in objects])
+    else:
+        lines = b"".join([_checksum_line(fields) for fields in objects])
+    # References last, "&amp;" after the others ("&amp;lt;" is the text "&lt;").
+    if b"&" in lines:
+        lines = lines.replace(b"&apos;", b"'").replace(b"&lt;", b"<").replace(b"&gt;", b">")
+        lines = lines.replace(b"&amp;", b"&")
+    return lines, len(parts) // width
+
+
+def _checksum_line(fields: tuple[bytes, ...]) -> bytes:
+    if fields[3]:  # a checksum algorithm, and so its type
+        return _CHECKSUM_LINE % fields
+    key, modified, etag, _, _, size, storage = fields
+    return _PLAIN_LINE % (key, modified, etag, size, storage)
+
+
+class ObjectLines(EncodedLines):
+    """A ListObjectsV2 page's ``Contents``, kept as the JSON Lines
+    :func:`object_lines` made of them. Read as a sequence, it is the dicts
+    the raw ``"json"`` parse gives (timestamps as ISO 8601 text)."""
+
+    __slots__ = ("_count", "_items", "_lines")
+
+    def __init__(self, lines: bytes, count: int) -> None:
+        self._lines = lines
+        self._count = count
+        self._items: list[dict[str, Any]] | None = None
+
+    def _read(self) -> list[dict[str, Any]]:
+        if self._items is None:
+            self._items = [json.loads(line) for line in self._lines.splitlines()]
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if index == -1 and self._items is None:
+            # The last key, read on every page to go on from.
+            return json.loads(self._lines[self._lines.rfind(b"\n", 0, -1) + 1 :])
+        return self._read()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._read())
+
+    def __repr__(self) -> str:
+        return f"ObjectLines({self._count} objects, {len(self._lines)} bytes)"
+
+    def keys(self, step: int = 1) -> list[str]:
+        """Every ``step``-th object's key, from the first."""
+        lines = self._lines.split(b"\n", self._count)[: self._count : step]
+        return [json.loads(line)["Key"] for line in lines]
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        items = self._read()
+        return items if limit is None else items[:limit]
+
+    def encoded(self, limit: int | None = None) -> tuple[bytes, int]:
+        if limit is None or limit >= self._count:
+            return self._lines, self._count
+        lines = self._lines.split(b"\n", limit)[:limit]
+        return b"\n".join(lines) + b"\n" if lines else b"", len(lines)

@@ -37,7 +37,7 @@ from asyncpager.errors import (
     PaginationError,
     RepeatedTokenError,
 )
-from asyncpager.item_lines import ItemLines
+from asyncpager.item_lines import HELD_LINES, EncodedLines
 from asyncpager.retry import Failure, RetryPolicy, classify, translate
 from asyncpager.tokens import ResumePoint, decode_token, encode_token
 
@@ -274,6 +274,10 @@ class PageStream:
         return self._accept(page)
 
     def _accept(self, page: Page) -> Page:
+        held = page.pop(HELD_LINES, None)
+        if held is not None:
+            # Items kept as text, held out of botocore's handlers' way.
+            page[held[0]] = held[1]
         primary = self.model.primary_result_key
         starting_offset = 0
         if self._first:
@@ -332,7 +336,7 @@ class PageStream:
         # The starting token points inside a page: drop what was delivered
         # before, exactly as botocore's PageIterator._handle_first_request.
         data = primary.search(page)
-        kept = data[offset:] if isinstance(data, list | str | ItemLines) else None
+        kept = data[offset:] if isinstance(data, list | str | EncodedLines) else None
         set_value_from_jmespath(page, primary.expression, kept)
         for key in self.model.result_keys[1:]:
             sample = key.search(page)

@@ -443,7 +443,7 @@ def test_s3_lines_carry_botocores_timestamps(moto_data: dict[str, Any], tmp_path
 def test_raw_services_only_where_the_output_is_the_same() -> None:
     from asyncpager.cli import raw_services
 
-    assert raw_services("s3", False, None, True) == {"s3": "json"}
+    assert raw_services("s3", False, None, True) == {"s3": "lines"}
     assert raw_services("s3", False, None, False) == {}
     assert raw_services("s3", False, object(), True) == {}
     assert raw_services("dynamodb", True, None, True) == {"dynamodb": "lines"}

@@ -242,8 +242,9 @@ def _xml_empty() -> ETree.Element:
 #: ``False``: botocore's values. ``True``: values as sent wherever a
 #: conversion can be skipped. ``"json"``: as ``True``, with timestamps as the
 #: ISO 8601 text the JSON writers make of botocore's datetimes. ``"lines"``:
-#: as ``True``, with a DynamoDB ``Scan`` or ``Query`` page's items kept as the
-#: text that came (:class:`asyncpager.item_lines.ItemLines`).
+#: as ``"json"``, with the items of a DynamoDB ``Scan`` or ``Query`` page and
+#: the objects of an S3 ``ListObjectsV2`` page kept as text that the JSON
+#: Lines writer takes as it is (:mod:`asyncpager.item_lines`).
 RawMode = bool | Literal["json", "lines"]
 
 
@@ -272,7 +273,7 @@ class _Generator:
         # ``_mode_for``). In raw "json" mode timestamps become the ISO 8601
         # text the JSON writers make of botocore's datetimes.
         self.raw = bool(raw)
-        self.iso = raw == "json"
+        self.iso = raw in ("json", "lines")
         self.keep = keep
         self._root: tuple[str, str, str] | None = None
         self.lines: list[str] = []

@@ -91,6 +91,14 @@ def refresh_zones() -> None:
     _zones.refresh()
 
 
+def zulu_is_utc() -> bool:
+    """Whether a ``Z`` timestamp is UTC all year as botocore reads it here,
+    so that its ISO 8601 text can be written without a datetime (see
+    :func:`iso_timestamp`)."""
+    _zones.refresh()
+    return _zones.zulu_epoch is not None
+
+
 def fast_timestamp(value: Any) -> datetime:
     """``botocore.utils.parse_timestamp(value)``, with fast paths for
     ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z`` and for epoch numbers. Uses the

@@ -37,7 +37,16 @@ from xml.etree import ElementTree as ETree
 
 from botocore.model import Shape
 
-__all__ = ["PARSED_RUN", "Field", "RunSpec", "local_name", "run_spec", "split", "unescape"]
+__all__ = [
+    "PARSED_RUN",
+    "Field",
+    "RunSpec",
+    "local_name",
+    "run_spec",
+    "split",
+    "split_lines",
+    "unescape",
+]
 
 #: Where the S3 error check leaves the run it read, beside the reduced tree.
 PARSED_RUN = "asyncpager_xml_run"
@@ -271,11 +280,9 @@ def local_name(tag: str) -> str:
     return local
 
 
-def split(
-    body: bytes, spec: RunSpec, parse_tree: Callable[[bytes], ETree.Element]
-) -> tuple[ETree.Element, list[tuple[str, ...]]] | None:
-    """``(tree of the rest, the run's matches)``, or ``None`` when the body
-    must be read as a whole tree (see the module docstring)."""
+def _cut(body: bytes, spec: RunSpec) -> tuple[bytes, bytes, str, bytes] | None:
+    """``(head, run, run as text, tail)``: the run cut out of ``body``, once
+    it has nothing XML would reject or rewrite; ``None`` otherwise."""
     opening = f"<{spec.tag}>".encode()
     closing = f"</{spec.tag}>".encode()
     start = body.find(opening)
@@ -307,6 +314,35 @@ def split(
                 _REFERENCE.sub(_replace, run)
             except _BadReference:
                 return None
+    return head, raw, run, tail
+
+
+def _rest(
+    head: bytes, tail: bytes, spec: RunSpec, parse_tree: Callable[[bytes], ETree.Element]
+) -> ETree.Element | None:
+    """The tree of the body with the run replaced by one empty element,
+    when that element is where the run stood (see the module docstring)."""
+    try:
+        root = parse_tree(head + f"<{spec.tag}></{spec.tag}>".encode() + tail)
+    except ETree.ParseError:
+        return None
+    found = [e for e in root.iter() if local_name(e.tag) == spec.tag]
+    if len(found) != 1 or len(found[0]) or found[0].text is not None:
+        return None
+    if not any(child is found[0] for child in root):
+        return None
+    return root
+
+
+def split(
+    body: bytes, spec: RunSpec, parse_tree: Callable[[bytes], ETree.Element]
+) -> tuple[ETree.Element, list[tuple[str, ...]]] | None:
+    """``(tree of the rest, the run's matches)``, or ``None`` when the body
+    must be read as a whole tree (see the module docstring)."""
+    cut = _cut(body, spec)
+    if cut is None:
+        return None
+    head, _, run, tail = cut
     matches: list[tuple[str, ...]] = spec.element.findall(run)
     # The matches tile the run exactly when every opening and closing tag of
     # the element in it belongs to a match (no text holds a "<", no child
@@ -321,13 +357,25 @@ def split(
         or run.count(closing_text + opening_text) != count - 1
     ):
         return None
-    try:
-        root = parse_tree(head + opening + closing + tail)
-    except ETree.ParseError:
+    root = _rest(head, tail, spec, parse_tree)
+    return None if root is None else (root, matches)
+
+
+def split_lines(
+    body: bytes,
+    spec: RunSpec,
+    parse_tree: Callable[[bytes], ETree.Element],
+    to_lines: Callable[[bytes], tuple[bytes, int] | None],
+) -> tuple[ETree.Element, bytes, int] | None:
+    """As :func:`split`, with the run made into JSON Lines by ``to_lines``
+    (which checks its shape) instead of read into matches: ``(tree of the
+    rest, lines, how many)``."""
+    cut = _cut(body, spec)
+    if cut is None:
         return None
-    found = [e for e in root.iter() if local_name(e.tag) == spec.tag]
-    if len(found) != 1 or len(found[0]) or found[0].text is not None:
+    head, raw, _, tail = cut
+    made = to_lines(raw)
+    if made is None:
         return None
-    if not any(child is found[0] for child in root):
-        return None
-    return root, matches
+    root = _rest(head, tail, spec, parse_tree)
+    return None if root is None else (root, *made)

@@ -38,6 +38,7 @@ from typing import Any
 
 from asyncpager.engine import register_cursor
 from asyncpager.errors import ConfigurationError
+from asyncpager.item_lines import ObjectLines
 from asyncpager.pages import PageStream, RequestHooks
 from asyncpager.plan.keyspace import (
     TYPICAL_KEYS,
@@ -358,7 +359,7 @@ class S3RangeCursor:
             self._finished = True
             return None
         hi = key_bytes(self._range.hi) if self._range.hi is not None else None
-        contents: list[dict[str, Any]] = page.get("Contents") or []
+        contents: Sequence[Mapping[str, Any]] = page.get("Contents") or []
         prefixes: list[dict[str, Any]] = page.get("CommonPrefixes") or []
         last: str | None = None
         if contents:
@@ -384,7 +385,10 @@ class S3RangeCursor:
             self._after = last
         if self._splittable and contents:
             sample = self._sample
-            sample.extend(c["Key"] for c in contents[::SAMPLE_STEP])
+            if isinstance(contents, ObjectLines):
+                sample.extend(contents.keys(SAMPLE_STEP))  # without reading every object
+            else:
+                sample.extend(c["Key"] for c in contents[::SAMPLE_STEP])
             if len(sample) > SAMPLE_KEYS:
                 del sample[:-SAMPLE_KEYS]
         self._token = page.get("NextContinuationToken")

@@ -1,0 +1,221 @@
+"""S3 listings made into JSON Lines from the XML that came (asyncpager.item_lines).
+
+What must hold: whenever the text path takes a page, its lines are the bytes
+the export wrote before (botocore's page, keys URL-decoded as botocore's
+handler does, written by ``plain_to_json_line``); it takes the pages S3
+sends unasked; it declines every other shape; and the command's output
+through it is the listing boto3 gives.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import botocore.handlers
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asyncpager.convert import plain_to_json_line
+from asyncpager.item_lines import HELD_LINES, ObjectLines, object_lines
+from asyncpager.parsers._compiler import _xml_root
+from asyncpager.parsers._install import _handle_200_error_lines
+from asyncpager.parsers._xmlrun import split_lines
+from asyncpager.testing import Bucket, LocalEndpoint
+from tests.test_cli import run
+from tests.test_parsers import both_ways, response_dict
+from tests.test_xml_run import _HEAD, _HEADERS, _KEY_CHARS, _SPEC, _TAIL, _xml_text
+
+# The reference lines keep the exact bytes only with orjson's encoder.
+pytest.importorskip("orjson")
+
+URL_HEAD = _HEAD.replace("<IsTruncated>", "<EncodingType>url</EncodingType><IsTruncated>")
+
+
+def element(key: str, when: str = "2024-05-01T10:20:30.123Z", extra: str = "") -> str:
+    return (
+        f"<Contents><Key>{key}</Key><LastModified>{when}</LastModified>"
+        f"<ETag>&quot;0123456789abcdef&quot;</ETag>{extra}<Size>12</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+    )
+
+
+def page(*elements: str, head: str = _HEAD) -> bytes:
+    return (head + "".join(elements) + _TAIL).encode()
+
+
+def reference(body: bytes) -> list[bytes]:
+    """The lines written before: botocore's page, its keys URL-decoded as
+    botocore's after-call handler does."""
+    _, theirs = both_ways("s3", "ListObjectsV2", response_dict("ListObjectsV2", body, _HEADERS))
+    assert not isinstance(theirs, Exception), theirs
+    botocore.handlers.decode_list_object_v2(theirs, {"encoding_type_auto_set": True})
+    return [plain_to_json_line(item) for item in theirs.get("Contents", [])]
+
+
+def lines_of(body: bytes) -> tuple[bytes, int] | None:
+    assert _SPEC is not None
+    encoded = b"<EncodingType>url</EncodingType>" in body
+    made = split_lines(body, _SPEC, _xml_root, partial(object_lines, url_encoded=encoded))
+    return None if made is None else (made[1], made[2])
+
+
+TAKEN = {
+    "plain": page(element("a"), element("b/c.txt"), element("d")),
+    "entities": page(element("a&amp;b &lt;c&gt; &apos;q&apos; &quot;x&quot; &amp;lt;")),
+    "quotes, backslashes, tabs and newlines": page(element('a"b\\c\td\ne')),
+    "unicode": page(element("ünïcödé/ключ/鍵/😀")),
+    "an empty key": page(element("")),
+    "a zero fraction": page(element("a", "2024-05-01T10:20:30.000Z")),
+    "one checksum and its type": page(
+        element("a"),
+        element(
+            "b",
+            extra="<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm>"
+            "<ChecksumType>FULL_OBJECT</ChecksumType>",
+        ),
+    ),
+    "URL-encoded without anything to decode": page(element("a/b.txt"), head=URL_HEAD),
+    "percent signs when not URL-encoded": page(element("100%+1")),
+}
+DECLINED = {
+    "URL-encoded keys to decode": page(element(quote_plus("a b/ü")), head=URL_HEAD),
+    "a character reference": page(element("a&#233;b")),
+    "two checksum algorithms": page(
+        element(
+            "a",
+            extra="<ChecksumAlgorithm>CRC32</ChecksumAlgorithm>"
+            "<ChecksumAlgorithm>SHA256</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType>",
+        )
+    ),
+    "an owner": page(element("a").replace("</Contents>", "<Owner><ID>x</ID></Owner></Contents>")),
+    "no fraction in a timestamp": page(element("a", "2024-05-01T10:20:30Z")),
+    "six digits of fraction": page(element("a", "2024-05-01T10:20:30.000100Z")),
+    "a thirteenth month": page(element("a", "2024-13-01T10:20:30.123Z")),
+    "a size with a leading zero": page(element("a").replace("<Size>12", "<Size>012")),
+    "no storage class": page(element("a").replace("<StorageClass>STANDARD</StorageClass>", "")),
+    "space between elements": page(element("a"), " ", element("b")),
+}
+
+
+@pytest.mark.parametrize("name", list(TAKEN))
+def test_pages_the_text_path_takes(name: str) -> None:
+    body = TAKEN[name]
+    made = lines_of(body)
+    assert made is not None
+    expected = reference(body)
+    assert made == (b"".join(expected), len(expected))
+
+
+def parse_in_lines_mode(body: bytes) -> Any:
+    """The page a client in raw "lines" mode gets (or the exception)."""
+    from asyncpager.parsers._install import FastParserFactory
+    from tests.test_parsers import _SESSION
+
+    response = response_dict("ListObjectsV2", body, _HEADERS)
+    model = _SESSION.get_service_model("s3")
+    operation = model.operation_model("ListObjectsV2")
+    factory = FastParserFactory(botocore.parsers.ResponseParserFactory(), model, raw="lines")
+    try:
+        _handle_200_error_lines(operation, response)
+        return factory.create_parser("rest-xml").parse(response, operation.output_shape)
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("name", list(DECLINED))
+def test_pages_the_text_path_declines(name: str) -> None:
+    body = DECLINED[name]
+    assert lines_of(body) is None
+    # The page is parsed as in raw "json" mode, with the same outcome.
+    got = parse_in_lines_mode(body)
+    ours, _ = both_ways(
+        "s3", "ListObjectsV2", response_dict("ListObjectsV2", body, _HEADERS), raw="json"
+    )
+    if isinstance(ours, Exception):
+        assert type(got) is type(ours)
+    else:
+        assert HELD_LINES not in got
+        assert got["Contents"] == ours["Contents"]
+
+
+@given(
+    st.lists(
+        st.tuples(_KEY_CHARS, st.sampled_from(["000", "007", "123", "999", "100", "010"])),
+        min_size=1,
+        max_size=15,
+    ),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+def test_generated_pages_write_what_botocores_page_writes(
+    objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random
+) -> None:
+    elements = []
+    for key, millis in objects:
+        text = quote_plus(key, safe="/") if url_encoded else _xml_text(key, rng)
+        elements.append(element(text, f"2023-11-30T23:59:59.{millis}Z"))
+    body = page(*elements, head=URL_HEAD if url_encoded else _HEAD)
+    made = lines_of(body)
+    expected = reference(body)
+    if made is not None:
+        assert made == (b"".join(expected), len(expected))
+    if not url_encoded and all("&#" not in e for e in elements):
+        assert made is not None
+
+
+def test_object_lines_read_as_the_raw_json_pages_objects() -> None:
+    body = TAKEN["one checksum and its type"]
+    made = lines_of(body)
+    assert made is not None
+    objects = ObjectLines(*made)
+    ours, _ = both_ways(
+        "s3", "ListObjectsV2", response_dict("ListObjectsV2", body, _HEADERS), raw="json"
+    )
+    assert len(objects) == 2
+    assert objects[-1] == ours["Contents"][-1]
+    assert objects.keys() == ["a", "b"]
+    assert objects.keys(2) == ["a"]
+    assert list(objects) == ours["Contents"]
+    assert objects.records(1) == ours["Contents"][:1]
+    assert objects.encoded(1) == (plain_to_json_line(ours["Contents"][0]), 1)
+    assert objects.encoded(0) == (b"", 0)
+    assert objects.encoded() == made
+
+
+def test_the_lines_handler_holds_them_past_botocores_handlers() -> None:
+    body = TAKEN["plain"]
+    parsed = parse_in_lines_mode(body)
+    # Empty while botocore's handlers run; the lines wait beside the page.
+    assert parsed["Contents"] == []
+    member, held = parsed[HELD_LINES]
+    assert member == "Contents"
+    assert isinstance(held, ObjectLines)
+    assert held.encoded()[0] == b"".join(reference(body))
+
+
+def test_export_writes_boto3s_listing(tmp_path: Path) -> None:
+    with LocalEndpoint(buckets=[Bucket("uni", 3_000, "unicode")]) as ep:
+        out = tmp_path / "out.jsonl"
+        run("s3", "s3://uni", "--endpoint-url", ep.url, "--region", "us-east-1",
+            "-o", str(out), "--shards", "4", "--page-size", "400", "--workers", "1")  # fmt: skip
+        client = boto3.client(
+            "s3", region_name="us-east-1", endpoint_url=ep.url,
+            aws_access_key_id="a", aws_secret_access_key="b",
+        )  # fmt: skip
+        expected: list[Any] = []
+        for listed in client.get_paginator("list_objects_v2").paginate(Bucket="uni"):
+            expected += [plain_to_json_line(item) for item in listed.get("Contents", [])]
+    written = out.read_bytes().splitlines(keepends=True)
+    assert sorted(written) == sorted(expected)
+    assert len(written) == 3_000
+    assert any(ord(ch) > 127 for line in written for ch in json.loads(line)["Key"])
