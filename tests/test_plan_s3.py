@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 import asyncpager
@@ -90,6 +91,39 @@ async def test_large_shard_splits_to_feed_idle_workers(
     assert report.stats.streams_total > 1
     assert utf8_sorted(keys) == utf8_sorted(HOT_KEYS)
     assert len(keys) == len(HOT_KEYS)
+
+
+async def test_no_split_while_pages_wait_for_the_consumer(
+    moto_server: str, buckets: dict[str, list[str]]
+) -> None:
+    # A consumer that is behind (here: not reading at all for a while) is
+    # the bound; splitting would only add requests. Once it reads again and
+    # the queue empties, splitting resumes as ever.
+    from asyncpager.engine import SPLIT_WAITING
+
+    hot = next(b for b in buckets if b.startswith("hot-"))
+    streams = plan_s3(
+        [f"s3://{hot}"], shards=1, region="us-east-1", endpoint_url=moto_server, page_size=5
+    )
+    keys: list[str] = []
+    fetcher = Fetcher(concurrency=6, queue_pages=8)
+    async with fetcher, fetcher.pages(streams) as flow:
+        pages = aiter(flow)
+        _stream, first = await anext(pages)
+        keys += [c["Key"] for c in first.get("Contents", [])]
+        # The stats are plain counters with no event to wait on: polled
+        # while moto answers the requests in flight.
+        with anyio.fail_after(60):
+            while fetcher.stats.queue_depth < SPLIT_WAITING:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            splits, fetched = fetcher.stats.splits, fetcher.stats.pages
+            while fetcher.stats.pages < fetched + 3 and fetcher.stats.queue_depth < 8:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert fetcher.stats.pages > fetched
+        assert fetcher.stats.splits == splits
+        async for _stream, page in pages:
+            keys += [c["Key"] for c in page.get("Contents", [])]
+    assert utf8_sorted(keys) == utf8_sorted(HOT_KEYS)
 
 
 async def test_prefix_and_delimiter(moto_server: str, buckets: dict[str, list[str]]) -> None:
