@@ -79,13 +79,21 @@ async def test_shards_list_exactly_the_bucket(
         assert report.ok
 
 
+def hot_streams(
+    moto_server: str, buckets: dict[str, list[str]], *, shards: int, page_size: int
+) -> list[Stream]:
+    """The hot bucket (one busy prefix) cut into ``shards``."""
+    hot = next(b for b in buckets if b.startswith("hot-"))
+    return plan_s3(
+        [f"s3://{hot}"], shards=shards, region="us-east-1", endpoint_url=moto_server,
+        page_size=page_size,
+    )  # fmt: skip
+
+
 async def test_large_shard_splits_to_feed_idle_workers(
     moto_server: str, buckets: dict[str, list[str]]
 ) -> None:
-    hot = next(b for b in buckets if b.startswith("hot-"))
-    streams = plan_s3(
-        [f"s3://{hot}"], shards=1, region="us-east-1", endpoint_url=moto_server, page_size=5
-    )
+    streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
     keys, report = await list_with(moto_server, streams, concurrency=6)
     assert report.stats.splits > 0
     assert report.stats.streams_total > 1
@@ -101,10 +109,7 @@ async def test_no_split_while_pages_wait_for_the_consumer(
     # the queue empties, splitting resumes as ever.
     from asyncpager.engine import SPLIT_WAITING
 
-    hot = next(b for b in buckets if b.startswith("hot-"))
-    streams = plan_s3(
-        [f"s3://{hot}"], shards=1, region="us-east-1", endpoint_url=moto_server, page_size=5
-    )
+    streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
     keys: list[str] = []
     fetcher = Fetcher(concurrency=6, queue_pages=8)
     async with fetcher, fetcher.pages(streams) as flow:
@@ -178,10 +183,7 @@ async def test_snapshot_leaves_out_later_objects(moto_server: str) -> None:
 async def test_resume_after_stopping_midway_lists_the_rest_once(
     moto_server: str, buckets: dict[str, list[str]]
 ) -> None:
-    hot = next(b for b in buckets if b.startswith("hot-"))
-    streams = plan_s3(
-        [f"s3://{hot}"], shards=3, region="us-east-1", endpoint_url=moto_server, page_size=4
-    )
+    streams = hot_streams(moto_server, buckets, shards=3, page_size=4)
     first: list[str] = []
     async with Fetcher(concurrency=4, queue_pages=2) as fetcher, fetcher.pages(streams) as flow:
         async for _s, page in flow:
