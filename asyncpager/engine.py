@@ -33,7 +33,8 @@
   slow consumer still holds.
 * **Work stealing.** When workers would go idle (fewer runnable streams than
   workers), a splittable cursor (an S3 key-range shard) gives away the upper
-  part of its remaining range as a new stream.
+  part of its remaining range as a new stream; not while pages already wait
+  for the consumers, who are then the bound.
 * **Errors.** By default the first stream that fails for good cancels the
   run, which raises one :class:`StreamFailedError` naming the stream and its
   last committed position. With ``on_error="continue"`` the others finish and
