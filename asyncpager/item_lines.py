@@ -34,8 +34,9 @@ datetimes) through one regular expression that must read the whole run, a
 ``%`` format per object and a few replacements (:func:`object_lines`):
 parsing each object into a dict of values, its timestamp into a datetime,
 and encoding it again was most of an S3 export's CPU. Pages of any other
-shape (an owner, a restore status, keys botocore would URL-decode, character
-references) are read the ordinary way.
+shape (an owner, a restore status, character references) are read the
+ordinary way. URL-encoded keys are decoded one by one, once botocore's own
+handlers have shown whether botocore would.
 
 :class:`ItemLines` and :class:`ObjectLines` carry a page's items as that
 text from the parse to the writer: the queued page holds bytes, not
@@ -48,10 +49,17 @@ from __future__ import annotations
 import json
 import re
 from binascii import a2b_base64
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, overload
+from urllib.parse import unquote_plus
 
-from asyncpager.convert import _json_number_set, dynamodb_to_json_ready, plain_to_json_line
+from asyncpager.convert import (
+    _json_number_set,
+    dynamodb_to_json_ready,
+    plain_to_json,
+    plain_to_json_line,
+)
 
 __all__ = [
     "HELD_LINES",
@@ -368,16 +376,30 @@ _CHECKSUM_LINE = (
 )
 
 
-def object_lines(run: bytes, url_encoded: bool) -> tuple[bytes, int] | None:
+def object_lines(run: bytes, url_encoded: bool) -> ObjectLines | None:
     """A ListObjectsV2 page's run of ``<Contents>`` elements (checked by
     :mod:`asyncpager.parsers._xmlrun`'s rules: UTF-8, no character XML
     forbids, no ``]]>``, every ``&`` a reference) as the JSON Lines the
-    export writes of the page's ``Contents`` in raw ``"json"`` mode, and how
-    many: the members in the model's order, ``LastModified`` as the ISO 8601
-    text of botocore's datetime, ``Size`` a number. ``None`` for any other
-    shape of element, a character reference, or keys that botocore would
-    URL-decode (``url_encoded`` pages holding ``%`` or ``+``)."""
-    if b"&#" in run or (url_encoded and (b"%" in run or b"+" in run)):
+    export writes of the page's ``Contents`` in raw ``"json"`` mode: the
+    members in the model's order, ``LastModified`` as the ISO 8601 text of
+    botocore's datetime, ``Size`` a number. ``None`` for any other shape of
+    element or a character reference.
+
+    The keys of a ``url_encoded`` page that holds ``%`` or ``+`` are
+    decoded or not as botocore's handler decides after the parse (only
+    where botocore itself asked for the encoding), so those lines are made
+    by :meth:`ObjectLines.finish`."""
+    if b"&#" in run:
+        return None
+    # Keys to decode are decoded one by one, after the run is read: what
+    # they decode to may look like markup or references. S3 encodes
+    # anything special in them, so any other reference, quote, backslash or
+    # control character is a page for the ordinary parse.
+    pending = url_encoded and (b"%" in run or b"+" in run)
+    if pending and (
+        run.count(b"&") != run.count(b"&quot;")
+        or any(special in run for special in (b"\\", b'"', b"\t", b"\n"))
+    ):
         return None
     from asyncpager.parsers._timestamps import zulu_is_utc
 
@@ -402,17 +424,35 @@ def object_lines(run: bytes, url_encoded: bool) -> tuple[bytes, int] | None:
     width = pattern.groups + 1
     if any(parts[::width]):
         return None
+    count = len(parts) // width
+    if pending:
+        return ObjectLines(None, count, partial(_object_lines, parts, width, checksums))
+    return ObjectLines(_object_lines(parts, width, checksums, False), count)
+
+
+def _object_lines(parts: list[bytes], width: int, checksums: bool, decode: bool) -> bytes:
+    """The lines of a run split by the object pattern; ``decode``: its keys
+    URL-decoded as botocore decodes them."""
+    if decode:
+        parts[1::width] = [_decoded_key(key) for key in parts[1::width]]
     fields = parts[1::width], *(parts[i::width] for i in range(2, width))
     objects = zip(*fields, strict=True)
     if not checksums:
         lines = b"".join([_PLAIN_LINE % fields for fields in objects])
     else:
         lines = b"".join([_checksum_line(fields) for fields in objects])
-    # References last, "&amp;" after the others ("&amp;lt;" is the text "&lt;").
-    if b"&" in lines:
+    # References last, "&amp;" after the others ("&amp;lt;" is the text
+    # "&lt;"). Decoded keys had none, and may hold an "&" of their own.
+    if not decode and b"&" in lines:
         lines = lines.replace(b"&apos;", b"'").replace(b"&lt;", b"<").replace(b"&gt;", b">")
         lines = lines.replace(b"&amp;", b"&")
-    return lines, len(parts) // width
+    return lines
+
+
+def _decoded_key(key: bytes) -> bytes:
+    """A URL-encoded key as botocore decodes it (``unquote_plus``), as the
+    JSON writer writes it (between its quotes)."""
+    return plain_to_json(unquote_plus(key.decode("utf-8")))[1:-1]
 
 
 def _checksum_line(fields: tuple[bytes, ...]) -> bytes:
@@ -427,16 +467,33 @@ class ObjectLines(EncodedLines):
     :func:`object_lines` made of them. Read as a sequence, it is the dicts
     the raw ``"json"`` parse gives (timestamps as ISO 8601 text)."""
 
-    __slots__ = ("_count", "_items", "_lines")
+    __slots__ = ("_count", "_items", "_lines", "_make")
 
-    def __init__(self, lines: bytes, count: int) -> None:
+    def __init__(
+        self, lines: bytes | None, count: int, make: Callable[[bool], bytes] | None = None
+    ) -> None:
         self._lines = lines
         self._count = count
+        self._make = make
         self._items: list[dict[str, Any]] | None = None
+
+    def finish(self, decode: bool) -> None:
+        """Make the lines of a page whose keys botocore may URL-decode:
+        ``decode`` is its decision (see :func:`object_lines`)."""
+        if self._make is not None:
+            self._lines = self._make(decode)
+            self._make = None
+
+    @property
+    def lines(self) -> bytes:
+        """The page's objects as JSON Lines."""
+        if self._lines is None:
+            raise RuntimeError("the lines of this page were never finished (ObjectLines.finish)")
+        return self._lines
 
     def _read(self) -> list[dict[str, Any]]:
         if self._items is None:
-            self._items = [json.loads(line) for line in self._lines.splitlines()]
+            self._items = [json.loads(line) for line in self.lines.splitlines()]
         return self._items
 
     def __len__(self) -> int:
@@ -449,18 +506,19 @@ class ObjectLines(EncodedLines):
     def __getitem__(self, index: int | slice) -> Any:
         if index == -1 and self._items is None:
             # The last key, read on every page to go on from.
-            return json.loads(self._lines[self._lines.rfind(b"\n", 0, -1) + 1 :])
+            lines = self.lines
+            return json.loads(lines[lines.rfind(b"\n", 0, -1) + 1 :])
         return self._read()[index]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._read())
 
     def __repr__(self) -> str:
-        return f"ObjectLines({self._count} objects, {len(self._lines)} bytes)"
+        return f"ObjectLines({self._count} objects)"
 
     def keys(self, step: int = 1) -> list[str]:
         """Every ``step``-th object's key, from the first."""
-        lines = self._lines.split(b"\n", self._count)[: self._count : step]
+        lines = self.lines.split(b"\n", self._count)[: self._count : step]
         return [json.loads(line)["Key"] for line in lines]
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -469,6 +527,6 @@ class ObjectLines(EncodedLines):
 
     def encoded(self, limit: int | None = None) -> tuple[bytes, int]:
         if limit is None or limit >= self._count:
-            return self._lines, self._count
-        lines = self._lines.split(b"\n", limit)[:limit]
+            return self.lines, self._count
+        lines = self.lines.split(b"\n", limit)[:limit]
         return b"\n".join(lines) + b"\n" if lines else b"", len(lines)

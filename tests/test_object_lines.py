@@ -50,20 +50,25 @@ def page(*elements: str, head: str = _HEAD) -> bytes:
     return (head + "".join(elements) + _TAIL).encode()
 
 
-def reference(body: bytes) -> list[bytes]:
+def reference(body: bytes, decode: bool = True) -> list[bytes]:
     """The lines written before: botocore's page, its keys URL-decoded as
-    botocore's after-call handler does."""
+    botocore's after-call handler does (when it set the encoding itself)."""
     _, theirs = both_ways("s3", "ListObjectsV2", response_dict("ListObjectsV2", body, _HEADERS))
     assert not isinstance(theirs, Exception), theirs
-    botocore.handlers.decode_list_object_v2(theirs, {"encoding_type_auto_set": True})
+    botocore.handlers.decode_list_object_v2(theirs, {"encoding_type_auto_set": decode})
     return [plain_to_json_line(item) for item in theirs.get("Contents", [])]
 
 
-def lines_of(body: bytes) -> tuple[bytes, int] | None:
+def lines_of(body: bytes, decode: bool = True) -> tuple[bytes, int] | None:
+    """The text path's lines, with botocore's decision on decoding keys
+    (``decode``: it set the page's encoding itself)."""
     assert _SPEC is not None
     encoded = b"<EncodingType>url</EncodingType>" in body
     made = split_lines(body, _SPEC, _xml_root, partial(object_lines, url_encoded=encoded))
-    return None if made is None else (made[1], made[2])
+    if made is None:
+        return None
+    made[1].finish(decode)
+    return made[1].encoded()
 
 
 TAKEN = {
@@ -83,9 +88,14 @@ TAKEN = {
     ),
     "URL-encoded without anything to decode": page(element("a/b.txt"), head=URL_HEAD),
     "percent signs when not URL-encoded": page(element("100%+1")),
+    "URL-encoded keys to decode": page(
+        element(quote_plus('a b/ü &<>"\\')), element("plain"), head=URL_HEAD
+    ),
 }
 DECLINED = {
-    "URL-encoded keys to decode": page(element(quote_plus("a b/ü")), head=URL_HEAD),
+    "URL-encoded keys beside a reference": page(
+        element(quote_plus("a b")), element("x&amp;y"), head=URL_HEAD
+    ),
     "a character reference": page(element("a&#233;b")),
     "two checksum algorithms": page(
         element(
@@ -169,8 +179,25 @@ def test_generated_pages_write_what_botocores_page_writes(
     expected = reference(body)
     if made is not None:
         assert made == (b"".join(expected), len(expected))
-    if not url_encoded and all("&#" not in e for e in elements):
+    if all("&#" not in e for e in elements):
         assert made is not None
+
+
+def test_keys_a_caller_asked_to_encode_stay_encoded() -> None:
+    # botocore decodes only the encoding it set itself; so does the text path.
+    body = TAKEN["URL-encoded keys to decode"]
+    expected = reference(body, decode=False)
+    assert lines_of(body, decode=False) == (b"".join(expected), len(expected))
+    assert b"%" in b"".join(expected)
+
+
+def test_unfinished_lines_say_so() -> None:
+    assert _SPEC is not None
+    body = TAKEN["URL-encoded keys to decode"]
+    made = split_lines(body, _SPEC, _xml_root, partial(object_lines, url_encoded=True))
+    assert made is not None
+    with pytest.raises(RuntimeError, match="never finished"):
+        made[1].encoded()
 
 
 def test_object_lines_read_as_the_raw_json_pages_objects() -> None:
@@ -192,9 +219,15 @@ def test_object_lines_read_as_the_raw_json_pages_objects() -> None:
     assert objects.encoded() == made
 
 
-def test_the_lines_handler_holds_them_past_botocores_handlers() -> None:
-    body = TAKEN["plain"]
+@pytest.mark.parametrize("name", ["plain", "URL-encoded keys to decode"])
+def test_the_lines_handler_holds_them_past_botocores_handlers(name: str) -> None:
+    from asyncpager.parsers._install import _finish_object_lines
+
+    body = TAKEN[name]
     parsed = parse_in_lines_mode(body)
+    # What the client emits after the call, with the request's context.
+    botocore.handlers.decode_list_object_v2(parsed, {"encoding_type_auto_set": True})
+    _finish_object_lines(parsed=parsed, context={"encoding_type_auto_set": True})
     # Empty while botocore's handlers run; the lines wait beside the page.
     assert parsed["Contents"] == []
     member, held = parsed[HELD_LINES]

@@ -489,7 +489,7 @@ def _check_200(operation_model: Any, response_dict: Any, *, lines: bool) -> None
         if made is not None:
             root = made[0]
             response_dict[PARSED_RUN] = []
-            response_dict[HELD_LINES] = ObjectLines(made[1], made[2])
+            response_dict[HELD_LINES] = made[1]
         elif parts is None:
             root = _xml_root(body)
         else:
@@ -521,6 +521,16 @@ def _run_spec(operation_model: Any) -> RunSpec | None:
     return entry[1]
 
 
+def _finish_object_lines(parsed: Any, context: Any, **kwargs: Any) -> None:
+    """After botocore's ``decode_list_object_v2``, on the same condition:
+    the keys of a page held as lines are URL-decoded when botocore set the
+    page's encoding itself (a caller who asked for it gets them encoded)."""
+    held = parsed.get(HELD_LINES) if isinstance(parsed, dict) else None
+    if held is not None and isinstance(held[1], ObjectLines):
+        decode = parsed.get("EncodingType") == "url" and bool(context.get("encoding_type_auto_set"))
+        held[1].finish(decode)
+
+
 def _parse_s3_once(client: Any, lines: bool = False) -> None:
     from botocore.handlers import _handle_200_error
 
@@ -531,6 +541,9 @@ def _parse_s3_once(client: Any, lines: bool = False) -> None:
     events.unregister("before-parse.s3.*", _handle_200_error_lines)
     handler = _handle_200_error_lines if lines else _handle_200_error_once
     events.register_first("before-parse.s3.*", handler)
+    events.unregister("after-call.s3.ListObjectsV2", _finish_object_lines)
+    if lines:
+        events.register("after-call.s3.ListObjectsV2", _finish_object_lines)
 
 
 def uninstall(client: Any) -> None:
@@ -545,6 +558,7 @@ def uninstall(client: Any) -> None:
         events = client.meta.events
         events.unregister("before-parse.s3.*", _handle_200_error_once)
         events.unregister("before-parse.s3.*", _handle_200_error_lines)
+        events.unregister("after-call.s3.ListObjectsV2", _finish_object_lines)
         events.unregister("before-parse.s3.*", _handle_200_error)
         events.register_first("before-parse.s3.*", _handle_200_error)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from xml.etree import ElementTree as ETree
 
 from botocore.model import Shape
@@ -47,6 +48,8 @@ __all__ = [
     "split_lines",
     "unescape",
 ]
+
+T = TypeVar("T")
 
 #: Where the S3 error check leaves the run it read, beside the reduced tree.
 PARSED_RUN = "asyncpager_xml_run"
@@ -365,11 +368,11 @@ def split_lines(
     body: bytes,
     spec: RunSpec,
     parse_tree: Callable[[bytes], ETree.Element],
-    to_lines: Callable[[bytes], tuple[bytes, int] | None],
-) -> tuple[ETree.Element, bytes, int] | None:
+    to_lines: Callable[[bytes], T | None],
+) -> tuple[ETree.Element, T] | None:
     """As :func:`split`, with the run made into JSON Lines by ``to_lines``
     (which checks its shape) instead of read into matches: ``(tree of the
-    rest, lines, how many)``."""
+    rest, what to_lines made)``."""
     cut = _cut(body, spec)
     if cut is None:
         return None
@@ -378,4 +381,4 @@ def split_lines(
     if made is None:
         return None
     root = _rest(head, tail, spec, parse_tree)
-    return None if root is None else (root, *made)
+    return None if root is None else (root, made)
