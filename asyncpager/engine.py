@@ -312,12 +312,12 @@ class _Hooks:
         self._fetcher.stats.retries += 1
 
 
-#: What a request of a stream with no page yet reserves, before any page of
-#: its operation is seen: DynamoDB's pages hold up to 1 MB of data, which
-#: its typed JSON makes two to three times larger on the wire.
 #: Pages waiting for the consumers at which streams stop being split.
 SPLIT_WAITING = 2
 
+#: What a request of a stream with no page yet reserves, before any page of
+#: its operation is seen: DynamoDB's pages hold up to 1 MB of data, which
+#: its typed JSON makes two to three times larger on the wire.
 _PRIOR_PAGE_BYTES = {"dynamodb": 4 * 1024 * 1024}
 _DEFAULT_PAGE_BYTES = 256 * 1024
 

@@ -202,31 +202,19 @@ def _sort_sets(text: bytes) -> tuple[bytes, bool]:
 
 
 def _sorted_set(tag: bytes, inner: bytes) -> bytes:
-    """A set's elements as the converter writes them: sorted (strings by
-    code point, numbers by value, blobs by their bytes) between list
-    placeholders."""
-    if b"\\" not in inner:
-        # No escapes: every '","' separates two elements, and each element's
-        # text is what the encoder writes for it.
-        elements = inner[1:-1].split(b'","')
-        if tag == b"SS":
-            # UTF-8 sorts as its code points do.
-            elements.sort()
-            return _LIST_OPEN + b'"' + b'","'.join(elements) + b'"' + _LIST_CLOSE
-        if tag == b"BS":
-            elements.sort(key=a2b_base64)
-            return _LIST_OPEN + b'"' + b'","'.join(elements) + b'"' + _LIST_CLOSE
-        values: list[Any] = _json_number_set([e.decode("ascii") for e in elements])
-    else:
-        from asyncpager.parsers._compiler import json_loads
+    """A set the comprehensions above did not take (escapes, numbers other
+    than plain integers) as the converter writes it: decoded, sorted
+    (strings by code point, numbers by value, blobs by their bytes), and
+    encoded between list placeholders."""
+    from asyncpager.parsers._compiler import json_loads
 
-        values = json_loads(b"[" + inner + b"]")
-        if tag == b"SS":
-            values.sort()
-        elif tag == b"NS":
-            values = _json_number_set(values)
-        else:
-            values.sort(key=a2b_base64)
+    values = json_loads(b"[" + inner + b"]")
+    if tag == b"SS":
+        values.sort()
+    elif tag == b"NS":
+        values = _json_number_set(values)
+    else:
+        values.sort(key=a2b_base64)
     return _LIST_OPEN + plain_to_json_line(values)[1:-2] + _LIST_CLOSE
 
 

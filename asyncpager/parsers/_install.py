@@ -485,16 +485,15 @@ def _check_200(operation_model: Any, response_dict: Any, *, lines: bool) -> None
             # botocore URL-decodes the keys of a page that says so.
             encoded = b"<EncodingType>url</EncodingType>" in body
             made = split_lines(body, spec, _xml_root, partial(object_lines, url_encoded=encoded))
-        parts = None if spec is None or made is not None else split(body, spec, _xml_root)
         if made is not None:
-            root = made[0]
-            response_dict[PARSED_RUN] = []
-            response_dict[HELD_LINES] = made[1]
-        elif parts is None:
-            root = _xml_root(body)
+            root, response_dict[HELD_LINES] = made
+            response_dict[PARSED_RUN] = []  # the compiled parse reads no run
         else:
-            root, run = parts
-            response_dict[PARSED_RUN] = run
+            parts = None if spec is None else split(body, spec, _xml_root)
+            if parts is None:
+                root = _xml_root(body)
+            else:
+                root, response_dict[PARSED_RUN] = parts
     except ETree.ParseError:
         response_dict["status_code"] = 500
         return
