@@ -21,9 +21,7 @@ import base64
 import datetime as dt
 import gc
 import json
-import os
 import random
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from xml.sax.saxutils import escape
@@ -646,24 +644,6 @@ def test_odd_attribute_values_get_botocores_answer(value: Any) -> None:
 
 
 # -- timestamps ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def local_zone() -> Iterator[Callable[[str], None]]:
-    saved = os.environ.get("TZ")
-
-    def use(zone: str) -> None:
-        os.environ["TZ"] = zone
-        time.tzset()
-
-    try:
-        yield use
-    finally:
-        if saved is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = saved
-        time.tzset()
 
 
 TIMESTAMPS = [

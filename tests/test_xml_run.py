@@ -9,6 +9,7 @@ everything else, with botocore's outcome either way.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -21,7 +22,17 @@ from asyncpager.parsers import compile_operation
 from asyncpager.parsers._compiler import PARSED_ROOT, _xml_root
 from asyncpager.parsers._install import _handle_200_error_once
 from asyncpager.parsers._timestamps import fast_timestamp
-from asyncpager.parsers._xmlrun import PARSED_RUN, run_spec, split, unescape
+from asyncpager.parsers._uniform import UniformReader
+from asyncpager.parsers._xmlrun import (
+    _MAX_SIGNATURES,
+    PARSED_RUN,
+    TEXT,
+    ZULU,
+    UniformRun,
+    run_spec,
+    split,
+    unescape,
+)
 from tests.test_parsers import assert_same, both_ways, response_dict
 
 _MODEL = botocore.session.get_session().get_service_model("s3")
@@ -39,9 +50,11 @@ _HEAD = (
 _TAIL = "</ListBucketResult>"
 
 
-def contents(key: str, *, extra: str = "", size: str = "12") -> str:
+def contents(
+    key: str, *, extra: str = "", size: str = "12", modified: str = "2024-05-01T10:20:30.123Z"
+) -> str:
     return (
-        f"<Contents><Key>{key}</Key><LastModified>2024-05-01T10:20:30.123Z</LastModified>"
+        f"<Contents><Key>{key}</Key><LastModified>{modified}</LastModified>"
         f"<ETag>&quot;0123456789abcdef&quot;</ETag>{extra}<Size>{size}</Size>"
         "<StorageClass>STANDARD</StorageClass></Contents>"
     )
@@ -212,8 +225,10 @@ def _xml_text(text: str, rng: random.Random) -> str:
 )
 def test_generated_keys_read_like_botocore(keys: list[str], rng: random.Random) -> None:
     elements = []
+    # Owners on no element, some or all: uniform runs and mixed ones.
+    rate = rng.choice([0.0, 0.3, 1.0])
     for key in keys:
-        owner = "<Owner><ID>x</ID></Owner>" if rng.random() < 0.3 else ""
+        owner = "<Owner><ID>x</ID></Owner>" if rng.random() < rate else ""
         element = contents(_xml_text(key, rng))
         elements.append(element.replace("</Contents>", owner + "</Contents>"))
     body = body_of(*elements)
@@ -289,3 +304,149 @@ def outcome(function: Any, value: Any) -> Any:
         return function(value)
     except Exception as exc:
         return type(exc)
+
+
+# -- uniform runs: every element holds the members of the first -----------------
+
+_ONE_CHECKSUM = (
+    "<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType>"
+)
+
+UNIFORM = {
+    "quoted ETags (the usual page)": body_of(contents("a"), contents("b"), contents("c")),
+    "no references": body_of(*(contents(k).replace("&quot;", "") for k in "abc")),
+    "other references": body_of(
+        contents("a&amp;b"), contents("&#233;t&#xE9; &apos;q&apos;"), contents("&lt;c&gt;")
+    ),
+    "one checksum algorithm each": body_of(*(contents(k, extra=_ONE_CHECKSUM) for k in "ab")),
+    "owner and restore status on every element": body_of(
+        WITH_OWNER, WITH_OWNER.replace("k2", "k3")
+    ),
+    "empty texts and structures": body_of(EMPTY_PARTS, EMPTY_PARTS),
+    "a lone member": body_of(
+        "<Contents><Key>a</Key></Contents>", "<Contents><Key>b</Key></Contents>"
+    ),
+    "timestamps without a fraction, or of six digits": body_of(
+        contents("a", modified="2024-05-01T10:20:30Z"),
+        contents("b", modified="2024-05-01T10:20:30.000100Z"),
+    ),
+    "timestamps of another shape, first to last": body_of(
+        contents("a", modified="2024-05-01T10:20:30+00:00"),
+        contents("b", modified="2024-05-01T10:20:30.5Z"),
+        contents("c", modified="2024-05-01T10:20:30.123Z"),
+    ),
+}
+
+MIXED = {
+    "a later element lacks a member": body_of(contents("a"), "<Contents><Key>b</Key></Contents>"),
+    "a later element has a member the first lacks": body_of(
+        "<Contents><Key>a</Key></Contents>", contents("b")
+    ),
+    "two checksum algorithms": body_of(FULL, contents("b")),
+    "an owner on some elements": body_of(contents("a"), WITH_OWNER),
+    "a timestamp of another shape after a usual one": body_of(
+        contents("a"), contents("b", modified="2024-05-01T10:20:30+00:00")
+    ),
+}
+
+
+def _run_of(body: bytes) -> Any:
+    assert _SPEC is not None
+    parts = split(body, _SPEC, _xml_root)
+    assert parts is not None
+    return parts[1]
+
+
+def _assert_compiled_as_botocore(body: bytes) -> None:
+    ours, theirs = parse_both(body)
+    assert not isinstance(theirs, Exception), theirs
+    assert_same(ours, theirs)
+    # Made by the compiled code, not by botocore after a fallback.
+    direct = _COMPILED(response_dict("ListObjectsV2", body, _HEADERS))
+    assert_same(direct["Contents"], theirs["Contents"])
+
+
+@pytest.mark.parametrize("name", list(UNIFORM))
+def test_uniform_runs_are_read_by_their_own_expression(name: str) -> None:
+    run = _run_of(UNIFORM[name])
+    assert isinstance(run, UniformRun), name
+    assert len(run) == UNIFORM[name].count(b"<Contents>")
+    _assert_compiled_as_botocore(UNIFORM[name])
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_runs_of_mixed_elements_are_read_by_the_general_expression(name: str) -> None:
+    run = _run_of(MIXED[name])
+    assert isinstance(run, list), name
+    _assert_compiled_as_botocore(MIXED[name])
+
+
+def test_a_signature_says_what_the_first_element_holds() -> None:
+    timestamps = [f.name for f in _SPEC.fields].index("LastModified") if _SPEC else -1
+    usual = _run_of(UNIFORM["quoted ETags (the usual page)"])
+    assert usual.signature[timestamps] == ZULU
+    assert usual.references == 1
+    other = _run_of(UNIFORM["timestamps of another shape, first to last"])
+    assert other.signature[timestamps] == TEXT
+    assert _run_of(UNIFORM["no references"]).references == 0
+    assert _run_of(UNIFORM["other references"]).references == 2
+
+
+def test_signatures_are_remembered_up_to_a_bound() -> None:
+    spec = run_spec(_LIST.output_shape)  # a spec of its own: an empty memory
+    assert spec is not None
+    first = split(body_of(contents("a"), contents("b")), spec, _xml_root)
+    assert first is not None
+    assert isinstance(first[1], UniformRun)
+    assert len(spec.uniform) == 1
+    for n in range(_MAX_SIGNATURES - 1):
+        spec.uniform[(n,)] = spec.element  # stands for one more signature
+    # Full: a new signature is read by the general expression; a known one
+    # still by its own.
+    new = split(body_of(*(contents(k, extra=_ONE_CHECKSUM) for k in "ab")), spec, _xml_root)
+    assert new is not None
+    assert isinstance(new[1], list)
+    known = split(body_of(contents("c"), contents("d")), spec, _xml_root)
+    assert known is not None
+    assert isinstance(known[1], UniformRun)
+
+
+@pytest.mark.parametrize(
+    "zone",
+    # The last: a zone named UTC with summer time, where a Z is not UTC all
+    # year to dateutil and timestamps take the slow form.
+    ["UTC", "America/New_York", "Asia/Kolkata", "UTC0BST,M3.5.0/1,M10.5.0"],
+)
+def test_uniform_timestamps_match_botocore_in_every_zone(
+    zone: str, local_zone: Callable[[str], None]
+) -> None:
+    local_zone(zone)
+    times = ["2024-05-01T10:20:30.123Z", "2024-01-01T00:00:00Z", "1999-12-31T23:59:59.999999Z"]
+    body = body_of(*(contents(str(n), modified=t) for n, t in enumerate(times)))
+    assert isinstance(_run_of(body), UniformRun)
+    _assert_compiled_as_botocore(body)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(_SHAPED, min_size=1, max_size=6))
+def test_generated_timestamps_in_uniform_runs_read_like_botocore(times: list[str]) -> None:
+    # Months, days, hours and minutes out of range included: botocore's
+    # outcome, whichever reader the run takes.
+    body = body_of(*(contents(str(n), modified=t) for n, t in enumerate(times)))
+    ours, theirs = parse_both(body)
+    if isinstance(theirs, Exception):
+        assert type(ours) is type(theirs)
+    else:
+        assert_same(ours, theirs)
+
+
+def test_the_function_for_a_signature_is_one_comprehension() -> None:
+    run = _run_of(UNIFORM["quoted ETags (the usual page)"])
+    readers = [v for v in _COMPILED.__globals__.values() if isinstance(v, UniformReader)]
+    assert len(readers) == 1
+    source = readers[0].source(run.signature, run.references)
+    # No test per member, no tag cut off: a display per element.
+    assert "if '&' not in" in source
+    assert "_fromiso(a1)" in source
+    assert "[5:" not in source
+    assert source.count(" for ") == 2  # the zone's two forms

@@ -44,6 +44,7 @@ __all__ = [
     "iso_timestamp",
     "parse_timestamp",
     "refresh_zones",
+    "zulu_epoch",
 ]
 
 _fromisoformat = datetime.fromisoformat
@@ -89,6 +90,14 @@ def refresh_zones() -> None:
     """Pick up a changed process time zone. Compiled parsers call this once
     per response rather than once per value."""
     _zones.refresh()
+
+
+def zulu_epoch() -> datetime | None:
+    """The epoch in the zone dateutil gives ``Z`` (as of the last
+    :func:`refresh_zones`), when that zone is one ``fast_timestamp`` knows:
+    ``zulu_epoch() + (naive - datetime(1970, 1, 1))`` is then what it
+    returns for a ``Z`` timestamp of the usual shape."""
+    return _zones.zulu_epoch
 
 
 def zulu_is_utc() -> bool:
