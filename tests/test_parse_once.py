@@ -3,14 +3,18 @@ keeps its tree for the compiled parser, with botocore's outcomes."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
-from botocore.handlers import _handle_200_error
+from botocore.handlers import _handle_200_error, decode_list_object_v2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncpager.parsers import install, uninstall
 from asyncpager.parsers._compiler import PARSED_ROOT
-from asyncpager.parsers._install import _handle_200_error_once
+from asyncpager.parsers._install import _decode_list_objects_v2, _handle_200_error_once
 
 
 def s3_client() -> Any:
@@ -81,3 +85,47 @@ def test_install_swaps_the_handler_on_that_client_only() -> None:
     ]
     assert "_handle_200_error" in names
     assert "_handle_200_error_once" not in names
+
+
+def handlers_of(client: Any, event: str) -> list[str]:
+    return [h.__name__ for h in client.meta.events._emitter._handlers.prefix_search(event)]
+
+
+def test_install_swaps_the_key_decoder_on_that_client_only() -> None:
+    client, other = s3_client(), s3_client()
+    event = "after-call.s3.ListObjectsV2"
+    assert install(client, enabled=True)
+    assert "_decode_list_objects_v2" in handlers_of(client, event)
+    assert "decode_list_object_v2" not in handlers_of(client, event)
+    assert "decode_list_object_v2" in handlers_of(other, event)
+    uninstall(client)
+    assert "decode_list_object_v2" in handlers_of(client, event)
+    assert "_decode_list_objects_v2" not in handlers_of(client, event)
+
+
+_TEXTS = st.text(alphabet=st.sampled_from("ab %+2F/é~\u00a0"), max_size=10)
+# As they come, or encoded as S3 encodes them: both kinds reach the decoder.
+_KEYS = st.one_of(_TEXTS, _TEXTS.map(quote_plus))
+
+
+@given(
+    st.lists(_KEYS, max_size=5),
+    st.lists(_KEYS, max_size=3),
+    st.dictionaries(st.sampled_from(["Delimiter", "Prefix", "StartAfter"]), _KEYS),
+    st.sampled_from(["url", None, "other"]),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None, database=None)
+def test_keys_are_decoded_as_botocore_decodes_them(
+    keys: list[str], prefixes: list[str], top: dict[str, str], encoding: str | None, auto: bool
+) -> None:
+    parsed: dict[str, Any] = {**top, "Contents": [{"Key": k, "Size": 1} for k in keys]}
+    if prefixes:
+        parsed["CommonPrefixes"] = [{"Prefix": p} for p in prefixes]
+    if encoding is not None:
+        parsed["EncodingType"] = encoding
+    context = {"encoding_type_auto_set": True} if auto else {}
+    theirs, ours = copy.deepcopy(parsed), copy.deepcopy(parsed)
+    decode_list_object_v2(theirs, context)
+    _decode_list_objects_v2(ours, context)
+    assert ours == theirs

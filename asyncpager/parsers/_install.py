@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+from botocore.compat import unquote_str
 from botocore.parsers import ResponseParser
 from botocore.utils import lowercase_dict
 
@@ -521,7 +522,7 @@ def _run_spec(operation_model: Any) -> RunSpec | None:
 
 
 def _finish_object_lines(parsed: Any, context: Any, **kwargs: Any) -> None:
-    """After botocore's ``decode_list_object_v2``, on the same condition:
+    """After the keys are decoded (:func:`_decode_list_objects_v2`), on the same condition:
     the keys of a page held as lines are URL-decoded when botocore set the
     page's encoding itself (a caller who asked for it gets them encoded)."""
     held = parsed.get(HELD_LINES) if isinstance(parsed, dict) else None
@@ -530,10 +531,33 @@ def _finish_object_lines(parsed: Any, context: Any, **kwargs: Any) -> None:
         held[1].finish(decode)
 
 
+def _decode_list_objects_v2(parsed: Any, context: Any, **kwargs: Any) -> None:
+    """botocore's ``decode_list_object_v2``, for the keys that need it.
+
+    botocore calls ``unquote_plus`` on every key of a page whose encoding it
+    set itself; a key without ``%`` or ``+`` comes back as the same string,
+    so only the others are passed to it here (a tenth of the cost on a page
+    of plain keys: 4% of a library listing's CPU)."""
+    if parsed.get("EncodingType") != "url" or not context.get("encoding_type_auto_set"):
+        return
+    for name in ("Delimiter", "Prefix", "StartAfter"):
+        if name in parsed:
+            parsed[name] = unquote_str(parsed[name])
+    for top, child in (("Contents", "Key"), ("CommonPrefixes", "Prefix")):
+        if top in parsed:
+            for member in parsed[top]:
+                value = member[child]
+                if "%" in value or "+" in value:
+                    member[child] = unquote_str(value)
+
+
 def _parse_s3_once(client: Any, lines: bool = False) -> None:
-    from botocore.handlers import _handle_200_error
+    from botocore.handlers import _handle_200_error, decode_list_object_v2
 
     events = client.meta.events
+    events.unregister("after-call.s3.ListObjectsV2", decode_list_object_v2)
+    events.unregister("after-call.s3.ListObjectsV2", _decode_list_objects_v2)
+    events.register_first("after-call.s3.ListObjectsV2", _decode_list_objects_v2)
     # The client's emitter is its own copy: other clients keep botocore's handler.
     events.unregister("before-parse.s3.*", _handle_200_error)
     events.unregister("before-parse.s3.*", _handle_200_error_once)
@@ -552,9 +576,12 @@ def uninstall(client: Any) -> None:
     if isinstance(factory, FastParserFactory):
         endpoint._response_parser_factory = factory.original
     if client.meta.service_model.service_name == "s3":
-        from botocore.handlers import _handle_200_error
+        from botocore.handlers import _handle_200_error, decode_list_object_v2
 
         events = client.meta.events
+        events.unregister("after-call.s3.ListObjectsV2", _decode_list_objects_v2)
+        events.unregister("after-call.s3.ListObjectsV2", decode_list_object_v2)
+        events.register_first("after-call.s3.ListObjectsV2", decode_list_object_v2)
         events.unregister("before-parse.s3.*", _handle_200_error_once)
         events.unregister("before-parse.s3.*", _handle_200_error_lines)
         events.unregister("after-call.s3.ListObjectsV2", _finish_object_lines)
