@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import IO, Protocol
 
 __all__ = ["Worker", "start_workers", "stop_workers"]
@@ -47,11 +48,12 @@ class Worker(Protocol):
     def kill(self) -> None: ...
 
 
-def start_workers(count: int) -> list[Worker]:
+def start_workers(count: int, services: Sequence[str] = ()) -> list[Worker]:
     """``count`` idle workers, each waiting for its first share of the plan
-    on its standard input."""
+    on its standard input. Forked workers share botocore's data for
+    ``services``, decoded once before the fork."""
     if _can_fork():
-        return _fork_workers(count)
+        return _fork_workers(count, services)
     return [_spawn_worker() for _ in range(count)]
 
 
@@ -78,11 +80,11 @@ def _spawn_worker() -> Worker:
     )
 
 
-def _fork_workers(count: int) -> list[Worker]:
+def _fork_workers(count: int, services: Sequence[str]) -> list[Worker]:
     # What every worker runs, imported once, here.
     from asyncpager import parallel
 
-    parallel.warm_up()
+    parallel.warm_up(services)
     sys.stdout.flush()
     sys.stderr.flush()
     # The imported modules' objects stay shared with the children: the

@@ -46,7 +46,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,8 +341,9 @@ def _die_with_parent() -> None:
             libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def warm_up() -> None:
-    """What every export imports, imported while the coordinator plans."""
+def warm_up(services: Sequence[str] = ()) -> None:
+    """What every export imports, and botocore's data for ``services``,
+    made ready before the workers are forked (they share it)."""
     import aiobotocore.session  # noqa: F401
     import botocore.loaders  # noqa: F401
 
@@ -350,6 +351,10 @@ def warm_up() -> None:
     import asyncpager.export
     import asyncpager.parsers
     import asyncpager.sinks  # noqa: F401
+    from asyncpager._clients import preload_service_data
+
+    for service in services:
+        preload_service_data(service)
 
 
 async def _ask_for_work(

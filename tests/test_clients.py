@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from asyncpager._clients import SharedParts, SslContexts, share_loader, sharing
+from asyncpager._clients import (
+    SharedParts,
+    SslContexts,
+    preload_service_data,
+    share_loader,
+    sharing,
+)
 from asyncpager.engine import Fetcher
 from asyncpager.plan.regions import plan_regions
 from asyncpager.testing import Ec2Fleet, LocalEndpoint
@@ -249,3 +255,38 @@ async def test_cached_user_agent_is_botocores_for_every_set_of_features(
     first, with_waiter, again = (header for header, _ in sent)
     assert first == again
     assert with_waiter != first
+
+
+@pytest.mark.parametrize("preloaded", [True, False])
+def test_preloaded_data_files_are_not_read_again(
+    preloaded: bool, endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import botocore.session
+    from botocore.loaders import JSONFileLoader
+
+    from asyncpager import _clients
+
+    monkeypatch.setattr(_clients, "_LOADERS", {})  # a process that has decoded nothing
+    if preloaded:
+        preload_service_data("ec2")
+    reads: list[str] = []
+    read = JSONFileLoader.load_file
+
+    def counted(self: Any, file_path: str) -> Any:
+        reads.append(file_path)
+        return read(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counted)
+    session = botocore.session.Session()
+    share_loader(session)
+    client = session.create_client("ec2", region_name="us-east-1", endpoint_url=endpoint.url)
+    page = next(iter(client.get_paginator("describe_instances").paginate()))
+    assert page["Reservations"]  # the client works from the data it was given
+    # Without the preload, every file is read here (and the test shows it);
+    # with it, none of them is.
+    read_here = {path.rsplit("/", 1)[-1] for path in reads}
+    expected = {"service-2", "endpoint-rule-set-1", "paginators-1", "partitions"}
+    if preloaded:
+        assert not read_here & expected
+    else:
+        assert expected <= read_here
