@@ -364,20 +364,22 @@ _CHECKSUM_LINE = (
 )
 
 
-def object_lines(run: bytes, url_encoded: bool) -> ObjectLines | None:
+def object_lines(run: bytes, references: int = 2, *, url_encoded: bool) -> ObjectLines | None:
     """A ListObjectsV2 page's run of ``<Contents>`` elements (checked by
     :mod:`asyncpager.parsers._xmlrun`'s rules: UTF-8, no character XML
     forbids, no ``]]>``, every ``&`` a reference) as the JSON Lines the
     export writes of the page's ``Contents`` in raw ``"json"`` mode: the
     members in the model's order, ``LastModified`` as the ISO 8601 text of
     botocore's datetime, ``Size`` a number. ``None`` for any other shape of
-    element or a character reference.
+    element or a character reference. ``references`` is what the run was
+    found to hold (as :attr:`asyncpager.parsers._xmlrun.UniformRun.references`:
+    below 2, no character reference, and no search for one).
 
     The keys of a ``url_encoded`` page that holds ``%`` or ``+`` are
     decoded or not as botocore's handler decides after the parse (only
     where botocore itself asked for the encoding), so those lines are made
     by :meth:`ObjectLines.finish`."""
-    if b"&#" in run:
+    if references > 1 and b"&#" in run:
         return None
     # Keys to decode are decoded one by one, after the run is read: what
     # they decode to may look like markup or references. S3 encodes

@@ -524,15 +524,16 @@ def split_lines(
     body: bytes,
     spec: RunSpec,
     parse_tree: Callable[[bytes], ETree.Element],
-    to_lines: Callable[[bytes], T | None],
+    to_lines: Callable[[bytes, int], T | None],
 ) -> tuple[ETree.Element, T] | None:
     """As :func:`split`, with the run made into JSON Lines by ``to_lines``
-    (which checks its shape) instead of read into matches: ``(tree of the
-    rest, what to_lines made)``."""
+    (which checks its shape; it is also told what references the run holds,
+    as :attr:`UniformRun.references`) instead of read into matches: ``(tree
+    of the rest, what to_lines made)``."""
     cut = _cut(body, spec)
     if cut is None:
         return None
-    made = to_lines(cut.raw)
+    made = to_lines(cut.raw, cut.references)
     if made is None:
         return None
     root = _rest(cut.head, cut.tail, spec, parse_tree)
