@@ -150,9 +150,12 @@ def preload_service_data(service: str) -> None:
     """
     import botocore.session
 
-    session = botocore.session.Session()
-    share_loader(session)
-    loader = session.get_component("data_loader")
+    try:
+        session = botocore.session.Session()
+        share_loader(session)
+        loader = session.get_component("data_loader")
+    except Exception:
+        return  # a configuration botocore cannot read: the command reports it
     for name in ("partitions", "sdk-default-configuration"):
         with contextlib.suppress(Exception):
             loader.load_data(name)

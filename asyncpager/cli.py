@@ -891,6 +891,18 @@ def main_guarded(args: argparse.Namespace, body: Callable[[anyio.Event], Awaitab
         where = f" {exc.filename}" if exc.filename else ""
         print(f"asyncpager: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        # botocore's own errors outside a stream (a configuration file it
+        # cannot parse, met while sampling the shard cuts): one line too.
+        if not _is_botocore_error(exc):
+            raise
+        print(f"asyncpager: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _is_botocore_error(exc: BaseException) -> bool:
+    exceptions = sys.modules.get("botocore.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.BotoCoreError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -242,6 +242,26 @@ def test_unreachable_endpoint_is_clear(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
+    # With --workers, the shard cuts are sampled before any stream runs: the
+    # error comes from there, outside the streams that report their own.
+    from tests.conftest import free_port
+
+    config = tmp_path / "config"
+    config.write_text("[default\nbroken")
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncpager", "s3", "s3://b-b-b", "--workers", "2",
+         "--endpoint-url", f"http://127.0.0.1:{free_port()}", "-o", str(tmp_path / "o.jsonl")],
+        capture_output=True, text=True, env=env(AWS_CONFIG_FILE=str(config)),
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"asyncpager: error: Unable to parse config file: {config}"
+    ]
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 # -- crash safety, against the fast local endpoint -----------------------------
 
 N_KEYS = 30_000
