@@ -21,9 +21,8 @@ def s3_client() -> Any:
     return boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
 
 
-def handler_names(client: Any) -> list[str]:
-    found = client.meta.events._emitter._handlers.prefix_search("before-parse.s3.ListObjectsV2")
-    return [h.__name__ for h in found]
+def handlers_of(client: Any, event: str) -> list[str]:
+    return [h.__name__ for h in client.meta.events._emitter._handlers.prefix_search(event)]
 
 
 def test_outcomes_match_botocore() -> None:
@@ -62,33 +61,16 @@ def test_the_collector_is_left_as_it_was_found() -> None:
 
 def test_install_swaps_the_handler_on_that_client_only() -> None:
     client, other = s3_client(), s3_client()
+    event = "before-parse.s3.ListObjectsV2"
     assert install(client, enabled=True)
-    names = [
-        h.__name__
-        for h in client.meta.events._emitter._handlers.prefix_search(
-            "before-parse.s3.ListObjectsV2"
-        )
-    ]
+    names = handlers_of(client, event)
     assert "_handle_200_error_once" in names
     assert "_handle_200_error" not in names
-    other_names = [
-        h.__name__
-        for h in other.meta.events._emitter._handlers.prefix_search("before-parse.s3.ListObjectsV2")
-    ]
-    assert "_handle_200_error" in other_names
+    assert "_handle_200_error" in handlers_of(other, event)
     uninstall(client)
-    names = [
-        h.__name__
-        for h in client.meta.events._emitter._handlers.prefix_search(
-            "before-parse.s3.ListObjectsV2"
-        )
-    ]
+    names = handlers_of(client, event)
     assert "_handle_200_error" in names
     assert "_handle_200_error_once" not in names
-
-
-def handlers_of(client: Any, event: str) -> list[str]:
-    return [h.__name__ for h in client.meta.events._emitter._handlers.prefix_search(event)]
 
 
 def test_install_swaps_the_key_decoder_on_that_client_only() -> None:

@@ -909,7 +909,7 @@ class _Generator:
             and self.namespace["_ts"] is fast_timestamp
         )
         zulu = f"(_zulu + (_fromiso({VALUE}) - _naive_epoch))" if inline else ""
-        return UniformField(field.name, field.kind, text, zulu, inline)
+        return UniformField(field.name, field.kind, text, zulu)
 
     # -- entry points -------------------------------------------------------------
 

@@ -527,8 +527,13 @@ def _finish_object_lines(parsed: Any, context: Any, **kwargs: Any) -> None:
     page's encoding itself (a caller who asked for it gets them encoded)."""
     held = parsed.get(HELD_LINES) if isinstance(parsed, dict) else None
     if held is not None and isinstance(held[1], ObjectLines):
-        decode = parsed.get("EncodingType") == "url" and bool(context.get("encoding_type_auto_set"))
-        held[1].finish(decode)
+        held[1].finish(_botocore_decodes(parsed, context))
+
+
+def _botocore_decodes(parsed: Any, context: Any) -> bool:
+    """Whether botocore URL-decodes this page's keys: it set the page's
+    encoding itself (``decode_list_object_v2``'s condition)."""
+    return parsed.get("EncodingType") == "url" and bool(context.get("encoding_type_auto_set"))
 
 
 def _decode_list_objects_v2(parsed: Any, context: Any, **kwargs: Any) -> None:
@@ -538,7 +543,7 @@ def _decode_list_objects_v2(parsed: Any, context: Any, **kwargs: Any) -> None:
     set itself; a key without ``%`` or ``+`` comes back as the same string,
     so only the others are passed to it here (a tenth of the cost on a page
     of plain keys: 4% of a library listing's CPU)."""
-    if parsed.get("EncodingType") != "url" or not context.get("encoding_type_auto_set"):
+    if not _botocore_decodes(parsed, context):
         return
     for name in ("Delimiter", "Prefix", "StartAfter"):
         if name in parsed:

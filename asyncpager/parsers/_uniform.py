@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from asyncpager.parsers._timestamps import _NAIVE_EPOCH, _fromisoformat
 from asyncpager.parsers._xmlrun import ZULU, Signature, UniformRun
 
 __all__ = ["UNIFORM_NAMESPACE", "UniformField", "UniformReader", "VALUE"]
@@ -28,10 +29,11 @@ __all__ = ["UNIFORM_NAMESPACE", "UniformField", "UniformReader", "VALUE"]
 #: Where a template takes the member's text.
 VALUE = "\x00"
 
-#: What the templates may use beyond the compiled parser's own names.
+#: What the templates may use beyond the compiled parser's own names: the
+#: parts of ``fast_timestamp``'s fast path.
 UNIFORM_NAMESPACE: dict[str, Any] = {
-    "_fromiso": datetime.fromisoformat,
-    "_naive_epoch": datetime(1970, 1, 1),
+    "_fromiso": _fromisoformat,
+    "_naive_epoch": _NAIVE_EPOCH,
 }
 
 
@@ -44,12 +46,11 @@ class UniformField:
     kind: str
     #: The value of the member's text (of its one item, for a list).
     text: str = ""
-    #: With ``inline``, the value of a ``ZULU`` text (a timestamp without
+    #: When not empty, the value of a ``ZULU`` text (a timestamp without
     #: its ``Z``) when ``_zulu``, the datetime of the epoch in the zone of a
     #: ``Z``, is not ``None``. Otherwise a ZULU text is read by ``text``,
     #: its ``Z`` put back.
     zulu: str = ""
-    inline: bool = False
     members: tuple[UniformField, ...] = ()
 
 
@@ -86,7 +87,7 @@ class UniformReader:
             name = f"a{len(names)}"
             names.append(name)
             if entry == ZULU:
-                if member.inline:
+                if member.zulu:
                     fast_needed = True
                     if fast:
                         return member.zulu.replace(VALUE, name)

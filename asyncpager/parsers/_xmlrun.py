@@ -460,7 +460,7 @@ def _uniform(spec: RunSpec, run: str, references: int) -> UniformRun | None:
     # nothing between them: k + 1 empty strings, one before each element's
     # texts and one after the last. (Cheaper than counting tags.)
     texts = pattern.split(run)
-    if any(texts[:: captures(signature) + 1]):
+    if any(texts[:: pattern.groups + 1]):
         return None
     return UniformRun(signature, texts, references)
 
