@@ -457,7 +457,7 @@ class ObjectLines(EncodedLines):
     :func:`object_lines` made of them. Read as a sequence, it is the dicts
     the raw ``"json"`` parse gives (timestamps as ISO 8601 text)."""
 
-    __slots__ = ("_count", "_items", "_lines", "_make")
+    __slots__ = ("_count", "_items", "_lines", "_make", "_split")
 
     def __init__(
         self, lines: bytes | None, count: int, make: Callable[[bool], bytes] | None = None
@@ -466,6 +466,7 @@ class ObjectLines(EncodedLines):
         self._count = count
         self._make = make
         self._items: list[dict[str, Any]] | None = None
+        self._split: list[bytes] | None = None
 
     def finish(self, decode: bool) -> None:
         """Make the lines of a page whose keys botocore may URL-decode:
@@ -489,16 +490,31 @@ class ObjectLines(EncodedLines):
     def __len__(self) -> int:
         return self._count
 
+    def _each_line(self) -> list[bytes]:
+        if self._split is None:
+            self._split = self.lines.split(b"\n", self._count)[: self._count]
+        return self._split
+
     @overload
     def __getitem__(self, index: int) -> dict[str, Any]: ...
     @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: slice) -> Sequence[dict[str, Any]]: ...
     def __getitem__(self, index: int | slice) -> Any:
-        if index == -1 and self._items is None:
+        if self._items is not None:
+            return self._items[index]
+        if isinstance(index, slice):
+            if index.step not in (None, 1):
+                return self._read()[index]
+            # A shard's last page is cut at its bound, and a resumed page
+            # after what was delivered: the rest stays lines, as it came.
+            kept = self._each_line()[index]
+            return ObjectLines(b"\n".join(kept) + b"\n" if kept else b"", len(kept))
+        if index == -1:
             # The last key, read on every page to go on from.
             lines = self.lines
             return json.loads(lines[lines.rfind(b"\n", 0, -1) + 1 :])
-        return self._read()[index]
+        # One object (a bisection for a shard's bound reads a few).
+        return json.loads(self._each_line()[index])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._read())

@@ -219,6 +219,29 @@ def test_object_lines_read_as_the_raw_json_pages_objects() -> None:
     assert objects.encoded() == made
 
 
+def test_cut_object_lines_stay_lines() -> None:
+    # A shard's last page is bisected at its bound and cut there; a resumed
+    # page drops what was delivered: both keep the rest as its lines.
+    body = page(*(element(f"k{n:02d}", extra="") for n in range(7)))
+    made = lines_of(body)
+    assert made is not None
+    lines = made[0].splitlines(keepends=True)
+    for cut in (slice(None, 3), slice(2, None), slice(0, 0), slice(-2, None), slice(None)):
+        objects = ObjectLines(*made)
+        part = objects[cut]
+        assert isinstance(part, ObjectLines)
+        assert part.encoded() == (b"".join(lines[cut]), len(lines[cut]))
+        assert list(part) == [json.loads(line) for line in lines[cut]]
+    objects = ObjectLines(*made)
+    assert [objects[n]["Key"] for n in (0, 3, 6, -7)] == ["k00", "k03", "k06", "k00"]
+    with pytest.raises(IndexError):
+        objects[7]
+    # A step reads the objects, as a list would give them.
+    assert objects[::3] == [json.loads(lines[n]) for n in (0, 3, 6)]
+    # Once read, the objects are what indexing and cutting give.
+    assert objects[1:3] == [json.loads(line) for line in lines[1:3]]
+
+
 @pytest.mark.parametrize("name", ["plain", "URL-encoded keys to decode"])
 def test_the_lines_handler_holds_them_past_botocores_handlers(name: str) -> None:
     from asyncpager.parsers._install import _finish_object_lines
