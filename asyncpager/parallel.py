@@ -6,10 +6,11 @@ the coordinator plans once and hands the streams out as work to ``N`` worker
 processes, and each worker runs the ordinary crash-safe export of what it
 was given (its own event loop, its own engine, ``1/N`` of every rate limit)
 into a part file with a checkpoint of its own. Shards that turn out large
-still split, inside their worker. When every worker is done, the coordinator
-joins the parts into the output (JSON Lines parts are concatenated byte for
-byte, gzip members and zstd frames included; Parquet parts are merged) with
-one atomic rename, and marks the main checkpoint complete.
+still split, inside their worker. JSON Lines parts are gathered into the
+output while the workers write them, a commit at a time (byte for byte, gzip
+members and zstd frames included; see ``PartGatherer``); Parquet parts are
+merged once every worker is done. Either way the output appears with one
+atomic rename, and then the main checkpoint is marked complete.
 
 Work is handed out, not dealt once: shards are cut before anyone knows where
 the keys are, and a round-robin deal of a million-key bucket's 8 shards gave
@@ -57,7 +58,7 @@ import anyio.to_thread
 from asyncpager._spawn import Worker, start_workers, stop_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
-from asyncpager.sinks.join import JOINABLE_FORMATS, join_parts
+from asyncpager.sinks.join import JOINABLE_FORMATS, PartGatherer, join_parts
 from asyncpager.streams import Stream
 
 __all__ = ["run_parallel"]
@@ -66,6 +67,9 @@ __all__ = ["run_parallel"]
 ASK_BELOW = 4
 #: How often a worker looks at how many streams it has left (seconds).
 ASK_POLL = 0.05
+#: The coordinator gathers committed parts into the output every this many
+#: ticks of 50 ms (see PartGatherer).
+GATHER_TICKS = 10
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -158,6 +162,19 @@ async def _coordinate(
     parts_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
     stats_files: list[Path] = []
+    parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
+    # JSON Lines to a file are gathered into it as the parts are committed
+    # (see PartGatherer); Parquet parts are merged, and standard output
+    # copied, once every worker is done.
+    gatherer = (
+        PartGatherer(
+            parts,
+            [parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)],
+            parts_dir / "gathering.tmp",
+        )
+        if fmt == "jsonl" and args.output
+        else None
+    )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show)
     code = EXIT_OK
@@ -187,6 +204,8 @@ async def _coordinate(
             async with anyio.create_task_group() as tg:
                 for index, process in enumerate(processes):
                     tg.start_soon(_answer, deal, index, process, interrupted)
+                gathering = anyio.Event()
+                gathering.set()
                 ticks = 0
                 while any(p.poll() is None for p in processes):
                     if interrupted.is_set():
@@ -196,11 +215,19 @@ async def _coordinate(
                         break
                     if ticks % 5 == 0:
                         progress.update_many(describe_many(_read_stats(stats_files)))
+                    if gatherer is not None and ticks % GATHER_TICKS == 0 and gathering.is_set():
+                        gathering = anyio.Event()
+                        tg.start_soon(_gather, gatherer, gathering)
                     ticks += 1
                     # The join waits on the last worker's exit: seen within 50 ms.
                     await anyio.sleep(0.05)
+                await gathering.wait()
                 tg.cancel_scope.cancel()
             codes = [await anyio.to_thread.run_sync(p.wait) for p in processes]
+        except BaseException:
+            if gatherer is not None:
+                gatherer.close()
+            raise
         finally:
             for p in processes:
                 if p.poll() is None:
@@ -212,6 +239,8 @@ async def _coordinate(
     for p in processes:
         if p.stderr is not None:
             p.stderr.close()
+    if gatherer is not None and (interrupted.is_set() or any(c != EXIT_OK for c in codes)):
+        gatherer.close()
     if interrupted.is_set() or any(c == EXIT_INTERRUPTED for c in codes):
         print("asyncpager: interrupted; progress saved", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -225,11 +254,16 @@ async def _coordinate(
                     print(line, file=sys.stderr)
         worst = max(codes, key=lambda c: (c == 2, c != 0))
         return worst if worst in (1, 2) else EXIT_FAILED
-    parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
     written = sum(_items_written(f) for f in stats_files)
     # Read before the parts' folder (where they are) is removed.
     totals = _read_stats(stats_files)
-    await anyio.to_thread.run_sync(join_parts, parts, args.output, fmt)
+    if gatherer is not None:
+        try:
+            await anyio.to_thread.run_sync(gatherer.finish, args.output)
+        finally:
+            gatherer.close()
+    else:
+        await anyio.to_thread.run_sync(join_parts, parts, args.output, fmt)
     if checkpoint is not None:
         checkpoint.save(
             CheckpointState(fingerprint=main_fp, streams=[], items_written=written, complete=True)
@@ -312,6 +346,13 @@ async def _answer(deal: _Deal, index: int, process: Worker, interrupted: anyio.E
             into.flush()
         except (BrokenPipeError, ValueError):
             return  # it exited (or its input was closed)
+
+
+async def _gather(gatherer: PartGatherer, done: anyio.Event) -> None:
+    try:
+        await anyio.to_thread.run_sync(gatherer.gather)
+    finally:
+        done.set()
 
 
 def _read_stats(files: list[Path]) -> list[dict[str, Any]]:

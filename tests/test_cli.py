@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -412,6 +413,33 @@ def test_workers_kill_9_then_resume_exactly_once(
     size = out.stat().st_size
     time.sleep(0.5)
     assert out.stat().st_size == size
+
+
+def test_workers_gather_their_parts_into_the_output_as_they_go(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    # Two streams of 20 ms pages, 300 pages: three seconds at least, so
+    # commits (every 50 ms) are gathered (every 0.5 s) while workers write.
+    out = tmp_path / "out.jsonl"
+    scratch = tmp_path / "out.jsonl.workers" / "gathering.tmp"
+    argv = [sys.executable, "-m", "asyncpager", "s3", "s3://crash-bucket", "--endpoint-url",
+            endpoint.url, "--region", "us-east-1", "-o", str(out), "--workers", "2",
+            "--shards", "2", "--page-size", "100", "--concurrency", "1",
+            "--commit-interval", "0.05"]  # fmt: skip
+    process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    gathered = 0  # seen while a worker still runs
+    while process.poll() is None:
+        with contextlib.suppress(OSError):
+            size = scratch.stat().st_size
+            if set(_worker_processes()) - {process.pid}:
+                gathered = max(gathered, size)
+        time.sleep(0.02)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert gathered > 0
+    keys = [r["Key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    assert not scratch.parent.exists()
 
 
 def test_workers_refuse_csv_and_a_changed_worker_count(

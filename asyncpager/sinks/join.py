@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["JOINABLE_FORMATS", "join_parts"]
+__all__ = ["JOINABLE_FORMATS", "PartGatherer", "join_parts"]
 
 #: Formats whose part files join into one output.
 JOINABLE_FORMATS = ("jsonl", "parquet")
@@ -64,3 +66,114 @@ def _join_parquet(parts: list[Path], tmp: Path) -> None:
             writer.write_table(table.select(schema.names).cast(schema))
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+class PartGatherer:
+    """JSON Lines parts copied into one output while their workers write them.
+
+    Joined only at the end, the parts were copied and ``fsync``'ed after
+    the last worker was done: a second pass over the whole output, which
+    took a second per 170 MB here and grows with the export. Instead, each
+    part's committed prefix (its checkpoint's sink ``size``, which a resumed
+    worker never cuts below) is appended to ``gathering`` as it grows, and
+    written back to disk while the workers run; at the end only what came
+    after their last commits is left to copy. The output holds each part's
+    commits in the order they were gathered: every cut is at a commit, so a
+    line (or gzip member, or zstd frame) is never split, and JSON Lines
+    have no order across streams anyway.
+
+    ``gathering`` is a scratch file beside the parts (same folder, so the
+    final rename is atomic): a run that stops for any reason leaves its
+    parts as they were and a later run gathers afresh.
+    """
+
+    def __init__(self, parts: list[Path], checkpoints: list[Path], gathering: Path) -> None:
+        self.parts = parts
+        self.checkpoints = checkpoints
+        self.gathering = gathering
+        self.copied = [0] * len(parts)
+        self._fd: int | None = None
+
+    def _out(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.gathering, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        return self._fd
+
+    def gather(self) -> int:
+        """Append what the parts committed since the last call; the bytes
+        appended. Runs in a thread beside the workers."""
+        added = 0
+        for index, checkpoint in enumerate(self.checkpoints):
+            end = committed_size(checkpoint)
+            if end is not None:
+                added += self._take(index, end)
+        if added:
+            os.fdatasync(self._out())
+        return added
+
+    def finish(self, output: str) -> None:
+        """Append the rest of every part (each worker has exited, its part
+        complete) and rename the whole into ``output``, durably."""
+        fd = self._out()
+        for index, part in enumerate(self.parts):
+            self._take(index, part.stat().st_size)
+        os.fsync(fd)
+        os.close(fd)
+        self._fd = None
+        os.chmod(self.gathering, 0o644)
+        os.replace(self.gathering, output)
+
+    def close(self) -> None:
+        """Give up: the scratch file goes, the parts stay."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.gathering)
+
+    def _take(self, index: int, end: int) -> int:
+        start = self.copied[index]
+        if end <= start:
+            return 0
+        with self.parts[index].open("rb") as source:
+            _copy_range(source.fileno(), self._out(), start, end - start)
+        self.copied[index] = end
+        return end - start
+
+
+def committed_size(checkpoint: Path) -> int | None:
+    """The part size a worker's checkpoint vouches for; ``None`` when there
+    is none yet (or the file is being replaced under us: it is read again
+    later)."""
+    try:
+        sink = json.loads(checkpoint.read_bytes()).get("sink")
+    except (OSError, ValueError):
+        return None
+    size = sink.get("size") if isinstance(sink, dict) else None
+    return size if isinstance(size, int) else None
+
+
+def _copy_range(source: int, target: int, offset: int, count: int) -> None:
+    """``count`` bytes of ``source`` from ``offset`` onto the end of
+    ``target``: in the kernel where it can, through a buffer elsewhere."""
+    copy = getattr(os, "copy_file_range", None)
+    while count > 0:
+        done = 0
+        if copy is not None:
+            try:
+                done = copy(source, target, min(count, 1 << 30), offset)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                copy = None
+                continue
+        else:
+            chunk = os.pread(source, min(count, 1 << 20), offset)
+            done = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view) :]
+        if done == 0:
+            raise OSError(f"part shorter than its checkpoint says (at byte {offset})")
+        offset += done
+        count -= done
