@@ -580,10 +580,12 @@ async def _run_export(
     rate_share: float = 1.0,
     live_stats: Callable[[Any], None] | None = None,
     more: Callable[[Any], AsyncIterable[Sequence[Stream]]] | None = None,
+    gives: AsyncIterable[Any] | None = None,
 ) -> int:
     """Plan and export. A worker of ``--workers`` passes the streams it was
-    assigned, its share of every rate, where its figures go, and how it is
-    handed more streams (given the fetcher, whose figures say when to ask)."""
+    assigned, its share of every rate, where its figures go, how it is
+    handed more streams (given the fetcher, whose figures say when to ask)
+    and how it is asked to give some away."""
     from asyncpager._groups import until_interrupted
     from asyncpager.checkpoint import fingerprint
     from asyncpager.engine import Fetcher
@@ -643,6 +645,7 @@ async def _run_export(
                     commit_interval=args.commit_interval,
                     fetcher=fetcher,
                     more=more(fetcher) if more is not None else None,
+                    gives=gives,
                 ),
             )
     if args.stats:

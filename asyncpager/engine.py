@@ -133,6 +133,8 @@ class Stats:
     queue_bytes: int = 0
     peak_queue_depth: int = 0
     splits: int = 0
+    #: Streams split off for other processes (``Fetcher.give_away``).
+    given: int = 0
 
     @property
     def pages_per_second(self) -> float:
@@ -547,6 +549,16 @@ class Fetcher:
             return []
         return run.report().resume_streams()
 
+    def give_away(self) -> list[Stream]:
+        """Now, during a run: part of the remaining work, for another
+        process to run (work stealing): half of each of the running streams
+        that have fetched the most pages, half of them at most. Empty when
+        none can split (or nothing runs). Each stream keeps the rest (a
+        resume state taken from now on has it narrowed), and this run will
+        not fetch what is given away."""
+        run = self._active
+        return [] if run is None else run.give_away()
+
     def pages(
         self, streams: Iterable[Stream], *, more: AsyncIterable[Sequence[Stream]] | None = None
     ) -> PageFlow:
@@ -891,6 +903,28 @@ class _Run:
         self.stats.splits += 1
         self._commit(run)
         self._wake()
+
+    def give_away(self) -> list[Stream]:
+        # The streams that gave the most pages are likely the largest left
+        # (shards the plan cut too wide): they are cut first. Half of the
+        # streams, each halved, is about a quarter of the work: asked again
+        # once that is done, the split stays even as the work runs out,
+        # and each cut costs its stream a page read past the new bound.
+        running = [r for r in self.runs if r.cursor is not None and r.stats.status == "running"]
+        running.sort(key=lambda r: r.stats.pages, reverse=True)
+        given: list[Stream] = []
+        for run in running:
+            if given and len(given) >= len(running) // 2:
+                break
+            assert run.cursor is not None
+            outcome = run.cursor.split(urgent=True)
+            if outcome is None:
+                continue
+            run.shape, part = outcome
+            self._commit(run)
+            given.append(part)
+        self.stats.given += len(given)
+        return given
 
     def _fail(self, run: _StreamRun, exc: Exception) -> None:
         error = translate(exc, operation=run.shape.operation, last_token=None)

@@ -31,7 +31,7 @@ from asyncpager.errors import ConfigurationError
 from asyncpager.item_lines import EncodedLines
 from asyncpager.streams import Stream
 
-__all__ = ["ExportResult", "Sink", "export"]
+__all__ = ["ExportResult", "GiveRequest", "Sink", "export", "given_streams"]
 
 Page = dict[str, Any]
 Records = Callable[[Stream, Page], Sequence[Mapping[str, Any]]]
@@ -71,6 +71,7 @@ async def export(
     fetcher: Fetcher | None = None,
     on_commit: Callable[[CheckpointState], None] | None = None,
     more: AsyncIterable[Sequence[Stream]] | None = None,
+    gives: AsyncIterable[GiveRequest] | None = None,
 ) -> ExportResult:
     """Fetch ``streams`` and write ``records(stream, page)`` of every page to
     ``sink``, committing every ``commit_interval`` seconds.
@@ -87,6 +88,14 @@ async def export(
     (say, handed over just before a crash) from their start, and the others
     from the checkpoint. Without ``more``, a resumed export runs only the
     checkpoint's streams, whatever ``streams`` is now.
+
+    ``gives`` asks the export, while it runs, to give away part of its work
+    (work stealing between processes): for each request it splits running
+    streams (:meth:`Fetcher.give_away`), commits, and only then passes the
+    parts it split off to the request's callback (an empty list when
+    nothing could split). The checkpoint keeps every stream given away
+    (see :func:`given_streams`), so whoever hands them on can find any it
+    had not recorded yet after a crash.
     """
     if max_items is not None and max_items < 0:
         raise ConfigurationError("max items must not be negative")
@@ -111,14 +120,24 @@ async def export(
     elif state is not None:
         streams = state.streams
     written = state.items_written if state is not None else 0
+    given = given_streams(state) if state is not None else []
     await anyio.to_thread.run_sync(sink.open, state.sink if state is not None else None)
     async with contextlib.AsyncExitStack() as stack:
         if fetcher is None:
             fetcher = await stack.enter_async_context(Fetcher())
         return await _export(
             fetcher, streams, sink, records, checkpoint, fingerprint, max_items,
-            commit_interval, written, resumed, on_commit, more, taken,
+            commit_interval, written, resumed, on_commit, more, taken, gives, given,
         )  # fmt: skip
+
+
+#: A request to give work away: called with the streams given (maybe none).
+GiveRequest = Callable[[Sequence[Stream]], None]
+
+
+def given_streams(state: CheckpointState) -> list[Stream]:
+    """The streams an export has given away (see ``gives`` of :func:`export`)."""
+    return [Stream.from_json(s) for s in state.extra.get("given") or ()]
 
 
 def _key(stream: Stream) -> str:
@@ -139,6 +158,15 @@ async def _taking(
                 taken.add(key)
                 fresh.append(stream)
         yield fresh
+
+
+def _extra(taken: set[str] | None, given: list[Stream]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if taken is not None:
+        extra["taken"] = sorted(taken)
+    if given:
+        extra["given"] = [s.to_json() for s in given]
+    return extra
 
 
 def _halves(
@@ -220,8 +248,14 @@ async def _export(
     on_commit: Callable[[CheckpointState], None] | None,
     more: AsyncIterable[Sequence[Stream]] | None = None,
     taken: set[str] | None = None,
+    gives: AsyncIterable[GiveRequest] | None = None,
+    given: list[Stream] | None = None,
 ) -> ExportResult:
     clock = fetcher.clock
+    given = [] if given is None else given
+    # A commit and a page's write never overlap: a commit for a give
+    # request waits for the page being written and its acknowledgement.
+    writing = anyio.Lock()
     halves = _halves(sink)
     encode, write_encoded = halves if halves is not None else (None, None)
     last_commit = clock.now()
@@ -238,7 +272,9 @@ async def _export(
             sink=sink_state,
             items_written=written,
             complete=complete,
-            extra={} if taken is None or complete else {"taken": sorted(taken)},
+            # What was given away stays on record even once complete: the
+            # coordinator may not have saved it yet when this worker ends.
+            extra=_extra(None if complete else taken, given),
         )
         if checkpoint is not None:
             await anyio.to_thread.run_sync(checkpoint.save, state)
@@ -247,30 +283,50 @@ async def _export(
         last_commit = clock.now()
 
     async def consume(stream: Stream, page: Page) -> None:
-        nonlocal written, reached
         # Write and acknowledge as one: a cancellation waits for this page.
         with anyio.CancelScope(shield=True):
-            if clock.now() - last_commit >= commit_interval:
-                # Every page written so far is acknowledged: a consistent cut.
-                await commit()
-            limit = None if max_items is None else max(0, max_items - written)
-            batch, count = _prepare(records, stream, page, limit, encode)
-            if count:
-                if isinstance(batch, bytes):
-                    assert write_encoded is not None
-                    await anyio.to_thread.run_sync(write_encoded, batch, count)
-                else:
-                    await anyio.to_thread.run_sync(sink.write, batch)
-                written += count
-            if max_items is not None and written >= max_items:
-                reached = True
-                enough.cancel()
+            async with writing:
+                await write(stream, page)
+
+    async def write(stream: Stream, page: Page) -> None:
+        nonlocal written, reached
+        if clock.now() - last_commit >= commit_interval:
+            # Every page written so far is acknowledged: a consistent cut.
+            await commit()
+        limit = None if max_items is None else max(0, max_items - written)
+        batch, count = _prepare(records, stream, page, limit, encode)
+        if count:
+            if isinstance(batch, bytes):
+                assert write_encoded is not None
+                await anyio.to_thread.run_sync(write_encoded, batch, count)
+            else:
+                await anyio.to_thread.run_sync(sink.write, batch)
+            written += count
+        if max_items is not None and written >= max_items:
+            reached = True
+            enough.cancel()
+
+    async def answer(requests: AsyncIterable[GiveRequest]) -> None:
+        async for reply in requests:
+            with anyio.CancelScope(shield=True):
+                async with writing:
+                    parts = fetcher.give_away()
+                    if parts:
+                        given.extend(parts)
+                        # Saved before anyone hears of it: the checkpoint has
+                        # the streams narrowed and the parts given away, or neither.
+                        await commit()
+            reply(parts)
 
     report: RunReport | None = None
     try:
         if not reached:
             with enough:
-                report = await fetcher.run(streams, consume, more=more)
+                async with anyio.create_task_group() as tg:
+                    if gives is not None:
+                        tg.start_soon(answer, gives)
+                    report = await fetcher.run(streams, consume, more=more)
+                    tg.cancel_scope.cancel()
     except BaseException:
         with anyio.CancelScope(shield=True):
             try:

@@ -18,7 +18,11 @@ one worker 44,000 keys and the other 256,000. Half of the plan is dealt
 round-robin at the start; a worker whose streams run low (fewer than
 ``ASK_BELOW`` left) asks for more on its standard output, and gets a share
 of what is left (half of it divided among the workers: large shares first,
-small ones at the end) or word that nothing is.
+small ones at the end). Once nothing is left, it takes part of a busier
+worker's work instead (see ``_Deal``: work stealing, saved on both sides in
+an order that loses nothing), or, with no worker busier than itself, is
+told to ask again later; a worker with no streams of its own left is told
+that nothing more will come.
 
 The workers are started before the coordinator plans (see
 :mod:`asyncpager._spawn`: on Linux, forked once the coordinator has imported
@@ -47,9 +51,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.abc
@@ -58,6 +62,7 @@ import anyio.to_thread
 from asyncpager._spawn import Worker, start_workers, stop_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
+from asyncpager.export import GiveRequest
 from asyncpager.sinks.join import JOINABLE_FORMATS, PartGatherer, join_parts
 from asyncpager.streams import Stream
 
@@ -67,6 +72,8 @@ __all__ = ["run_parallel"]
 ASK_BELOW = 4
 #: How often a worker looks at how many streams it has left (seconds).
 ASK_POLL = 0.05
+#: How long a worker waits to ask again when nothing could be given (seconds).
+ASK_AGAIN = 0.2
 #: The coordinator gathers committed parts into the output every this many
 #: ticks of 50 ms (see PartGatherer).
 GATHER_TICKS = 10
@@ -155,13 +162,21 @@ async def _coordinate(
     else:
         streams, _labels, _limits, _total = await _plan(args)
         groups, pool = first_deal(streams, workers)
-    deal = _Deal(groups, pool, checkpoint, main_fp)
+    stats_files = [parts_dir / f"part-{i:04d}.stats.json" for i in range(workers)]
+
+    def load(index: int) -> int:
+        stats = _read_stats([stats_files[index]])[0]
+        done = int(stats.get("streams_done") or 0) + int(stats.get("streams_failed") or 0)
+        return int(stats.get("streams_total") or 0) - done
+
+    deal = _Deal(groups, pool, checkpoint, main_fp, load)
+    if state is not None:
+        deal.recover_given([parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)])
     # Saved before any work: a resumed run gives every worker the same
     # streams, so its part checkpoint still applies.
     deal.save()
     parts_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
-    stats_files: list[Path] = []
     parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
     # JSON Lines to a file are gathered into it as the parts are committed
     # (see PartGatherer); Parquet parts are merged, and standard output
@@ -187,11 +202,10 @@ async def _coordinate(
                     "workers": workers,
                     "output": str(parts_dir / f"part-{index:04d}{suffix}"),
                     "checkpoint": str(parts_dir / f"part-{index:04d}.ckpt"),
-                    "stats": str(parts_dir / f"part-{index:04d}.stats.json"),
+                    "stats": str(stats_files[index]),
                     "streams": [s.to_json() for s in group],
                     "more": True,
                 }
-                stats_files.append(Path(config["stats"]))
                 # Its share, as one line; the input then stays open until
                 # the coordinator exits (the worker stops on EOF).
                 stdin = processes[index].stdin
@@ -287,7 +301,15 @@ def first_deal(streams: list[Stream], workers: int) -> tuple[list[list[Stream]],
 
 class _Deal:
     """Who was given what, and what is left; saved in the main checkpoint
-    before any worker hears of it."""
+    before any worker hears of it.
+
+    Once nothing is left, a worker that asks for more gets part of another
+    worker's work: that worker splits one of its running streams, saves the
+    split in its own checkpoint (its stream narrowed, the part given away
+    listed), and only then sends the part here, which saves it as the
+    asker's before the asker hears of it. A crash between the two saves
+    leaves the part in the giver's checkpoint alone; the next run finds it
+    there (``recover_given``)."""
 
     def __init__(
         self,
@@ -295,12 +317,22 @@ class _Deal:
         pool: list[Stream],
         checkpoint: Checkpoint | None,
         fingerprint: str,
+        load: Callable[[int], int] = lambda index: 0,
     ) -> None:
         self.groups = groups
         self.pool = pool
         self.checkpoint = checkpoint
         self.fingerprint = fingerprint
         self.lock = anyio.Lock()
+        #: How much work worker ``index`` has in hand (its streams left).
+        self.load = load
+        self.inputs: dict[int, IO[bytes]] = {}
+        self.running: set[int] = set(range(len(groups)))
+        #: Streams each worker said it had left when it last asked for more
+        #: (plus what it was given since); absent: it has not run low yet.
+        self.left: dict[int, int] = {}
+        self._steal = anyio.Lock()
+        self._asked: dict[int, tuple[anyio.Event, list[Stream]]] = {}
 
     def save(self) -> None:
         if self.checkpoint is None:
@@ -317,35 +349,130 @@ class _Deal:
             )
         )
 
-    async def give(self, index: int) -> list[Stream]:
-        """The next share for worker ``index`` (empty: nothing is left)."""
+    async def give(self, index: int, left: int = 0) -> list[Stream]:
+        """The next share for worker ``index``, which has ``left`` streams
+        of its own left (empty: nothing to give it now)."""
+        self.left[index] = left
         async with self.lock:
             share = max(1, len(self.pool) // (2 * len(self.groups)))
             given, self.pool = self.pool[:share], self.pool[share:]
             if given:
-                self.groups[index] = [*self.groups[index], *given]
+                await self._assign(index, given)
+                return given
+        return await self._take_from_others(index)
+
+    async def _assign(self, index: int, streams: list[Stream]) -> None:
+        self.groups[index] = [*self.groups[index], *streams]
+        if index in self.left:
+            self.left[index] += len(streams)
+        await anyio.to_thread.run_sync(self.save)
+
+    async def _take_from_others(self, index: int) -> list[Stream]:
+        # Only from workers with more streams in hand than the asker: two
+        # workers both running low would otherwise cut each other's
+        # streams back and forth, a commit and a short page each time.
+        mine = self.left.get(index, 0)
+        async with self._steal:
+            others = [i for i in self.running - {index} if self.left.get(i, ASK_BELOW) > mine]
+            for other in sorted(others, key=self.load, reverse=True):
+                given = await self._ask_to_give(other)
+                if given:
+                    async with self.lock:
+                        await self._assign(index, given)
+                    return given
+        return []
+
+    async def _ask_to_give(self, index: int) -> list[Stream]:
+        into = self.inputs.get(index)
+        if into is None or index not in self.running:
+            return []
+        done = anyio.Event()
+        given: list[Stream] = []
+        self._asked[index] = (done, given)
+        try:
+            into.write(b'{"give": true}\n')
+            into.flush()
+        except (BrokenPipeError, ValueError):
+            return []  # it exited (or its input was closed)
+        await done.wait()
+        return given
+
+    async def received(self, index: int, streams: list[Stream]) -> None:
+        """Worker ``index`` gave ``streams`` away (saved on its side)."""
+        asked = self._asked.pop(index, None)
+        if asked is not None:
+            asked[1].extend(streams)
+            asked[0].set()
+        elif streams:
+            # Unasked for: nothing may be lost, so it joins what is left.
+            async with self.lock:
+                self.pool.extend(streams)
                 await anyio.to_thread.run_sync(self.save)
-            return given
+
+    def gone(self, index: int) -> None:
+        """Worker ``index`` exited: it gives nothing more."""
+        self.running.discard(index)
+        asked = self._asked.pop(index, None)
+        if asked is not None:
+            asked[0].set()
+
+    def recover_given(self, checkpoints: list[Path]) -> None:
+        """Streams the workers' checkpoints say were given away that the
+        deal never saved (a crash came between the two saves): left to
+        hand out again."""
+        known = {fingerprint(s.to_json()) for s in self.pool}
+        known.update(fingerprint(s.to_json()) for group in self.groups for s in group)
+        for path in checkpoints:
+            try:
+                extra = json.loads(path.read_bytes()).get("extra") or {}
+            except (OSError, ValueError):
+                continue
+            for body in extra.get("given") or ():
+                stream = Stream.from_json(body)
+                if fingerprint(body) not in known:
+                    known.add(fingerprint(body))
+                    self.pool.append(stream)
 
 
 async def _answer(deal: _Deal, index: int, process: Worker, interrupted: anyio.Event) -> None:
-    """Answer worker ``index``'s requests for work until it exits."""
+    """Read worker ``index``'s requests for work (each answered in a task
+    of its own, since answering may wait on another worker) and the work it
+    gives away, until it exits."""
     out, into = process.stdout, process.stdin
     assert out is not None
     assert into is not None
-    while True:
-        line = await anyio.to_thread.run_sync(out.readline, abandon_on_cancel=True)
-        if not line:
-            return  # it exited
-        if line.strip() != b"more":
-            continue
-        given = [] if interrupted.is_set() else await deal.give(index)
-        reply = {"streams": [s.to_json() for s in given]} if given else {"last": True}
+    deal.inputs[index] = into
+    async with anyio.create_task_group() as tg:
         try:
-            into.write(json.dumps(reply).encode() + b"\n")
-            into.flush()
-        except (BrokenPipeError, ValueError):
-            return  # it exited (or its input was closed)
+            while True:
+                line = await anyio.to_thread.run_sync(out.readline, abandon_on_cancel=True)
+                if not line:
+                    return  # it exited
+                text = line.strip()
+                if text.startswith(b"more"):
+                    # "more N": it has N streams left.
+                    left = int(text[4:] or 0)
+                    tg.start_soon(_hand_out, deal, index, into, interrupted, left)
+                elif text.startswith(b"{"):
+                    given = json.loads(text).get("given") or ()
+                    await deal.received(index, [Stream.from_json(s) for s in given])
+        finally:
+            deal.gone(index)
+
+
+async def _hand_out(
+    deal: _Deal, index: int, into: IO[bytes], interrupted: anyio.Event, left: int
+) -> None:
+    given = [] if interrupted.is_set() else await deal.give(index, left)
+    reply: dict[str, Any] = {"streams": [s.to_json() for s in given]}
+    if not given and (interrupted.is_set() or left == 0 or not deal.running - {index}):
+        reply = {"last": True}
+    # Otherwise an empty share: nothing could be split off just now (a
+    # stream splits once it has a page); the worker, which still has
+    # streams of its own, asks again later.
+    with contextlib.suppress(BrokenPipeError, ValueError):  # it exited
+        into.write(json.dumps(reply).encode() + b"\n")
+        into.flush()
 
 
 async def _gather(gatherer: PartGatherer, done: anyio.Event) -> None:
@@ -407,10 +534,11 @@ async def _ask_for_work(
     while True:
         while True:
             stats = fetcher.stats
-            if stats.streams_total - stats.streams_done - stats.streams_failed < ASK_BELOW:
+            left = stats.streams_total - stats.streams_done - stats.streams_failed
+            if left < ASK_BELOW:
                 break
             await fetcher.clock.sleep(ASK_POLL)
-        sys.stdout.buffer.write(b"more\n")
+        sys.stdout.buffer.write(b"more %d\n" % left)
         sys.stdout.buffer.flush()
         try:
             reply = await replies.receive()
@@ -418,6 +546,9 @@ async def _ask_for_work(
             return  # the coordinator is gone: the run is being stopped
         if reply.get("last"):
             return
+        if not reply["streams"]:
+            await fetcher.clock.sleep(ASK_AGAIN)
+            continue
         yield [Stream.from_json(s) for s in reply["streams"]]
 
 
@@ -452,11 +583,17 @@ def worker_main() -> int:
         from asyncpager.cli import _run_export
 
         send, replies = anyio.create_memory_object_stream[dict[str, Any]](1)
+        ask, gives = anyio.create_memory_object_stream[GiveRequest](8)
+
+        def give_back(streams: Sequence[Stream]) -> None:
+            body = {"given": [s.to_json() for s in streams]}
+            sys.stdout.buffer.write(json.dumps(body).encode() + b"\n")
+            sys.stdout.buffer.flush()
 
         async def read_coordinator() -> None:
-            # The coordinator holds our stdin open and answers on it; EOF
-            # means it is gone.
-            async with send:
+            # The coordinator holds our stdin open and answers on it (and
+            # asks us to give work away); EOF means it is gone.
+            async with send, ask:
                 while True:
                     line = await anyio.to_thread.run_sync(
                         sys.stdin.buffer.readline, abandon_on_cancel=True
@@ -464,7 +601,11 @@ def worker_main() -> int:
                     if not line:
                         interrupted.set()
                         return
-                    await send.send(json.loads(line))
+                    message = json.loads(line)
+                    if message.get("give"):
+                        await ask.send(give_back)
+                    else:
+                        await send.send(message)
 
         def more(fetcher: Any) -> AsyncIterator[list[Stream]]:
             return _ask_for_work(fetcher, replies)
@@ -479,6 +620,7 @@ def worker_main() -> int:
                     rate_share=1.0 / int(config["workers"]),
                     live_stats=live,
                     more=more if config.get("more") else None,
+                    gives=gives,
                 )
             finally:
                 tg.cancel_scope.cancel()

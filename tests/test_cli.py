@@ -570,10 +570,51 @@ def test_workers_are_handed_the_shards_left(endpoint: LocalEndpoint, tmp_path: P
     keys = [r["Key"] for r in read_records(out)]
     assert len(keys) == len(set(keys)) == N_KEYS
     per_worker = json.loads(stats.read_text())["per_worker"]
-    # Each started with 4 of the 16 shards; the other 8 were asked for.
+    # Each started with 4 of the 16 shards; the other 8 were asked for (and
+    # parts of running shards, once none were left).
     shards = [w["streams_total"] - w["splits"] for w in per_worker]
-    assert sum(shards) == 16
+    assert sum(shards) == 16 + sum(w["given"] for w in per_worker)
     assert max(shards) > 4
+
+
+def stealing_argv(endpoint: LocalEndpoint, tmp_path: Path) -> list[str]:
+    # One shard each: a worker asks for more from the start (it has fewer
+    # than ASK_BELOW streams), and with nothing left to hand out it is
+    # given parts of the other's running shard.
+    return [sys.executable, "-m", "asyncpager", "s3", "s3://crash-bucket", "--endpoint-url",
+            endpoint.url, "--region", "us-east-1", "-o", str(tmp_path / "out.jsonl"),
+            "--workers", "2", "--shards", "2", "--page-size", "250", "--concurrency", "2",
+            "--commit-interval", "0.05", "--stats", str(tmp_path / "s.json")]  # fmt: skip
+
+
+def test_a_worker_out_of_work_takes_part_of_anothers(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        stealing_argv(endpoint, tmp_path), env=env(), capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    keys = [r["Key"] for r in read_records(tmp_path / "out.jsonl")]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    per_worker = json.loads((tmp_path / "s.json").read_text())["per_worker"]
+    given = sum(w["given"] for w in per_worker)
+    assert given > 0
+    # Every stream given away was run by the other worker.
+    taken = sum(w["streams_total"] - w["splits"] for w in per_worker)
+    assert taken == 2 + given
+
+
+def test_taking_part_of_anothers_work_survives_kill_9(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    # Shards are narrowed on one side and parts taken on the other, each
+    # saved before the other hears of it: any kill leaves every key once.
+    checkpoint = tmp_path / "cp.json"
+    argv = [*stealing_argv(endpoint, tmp_path), "--checkpoint", str(checkpoint)]
+    outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.5, 0.3, 0.4])
+    assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
+    keys = [r["Key"] for r in read_records(tmp_path / "out.jsonl")]
+    assert len(keys) == len(set(keys)) == N_KEYS
 
 
 def _worker_processes() -> list[int]:

@@ -366,3 +366,54 @@ async def test_a_checkpoint_saved_without_more_resumes_as_it_was(
     keys = _keys_written(out)
     assert len(keys) == len(set(keys))
     assert 0 < len(keys) < N_KEYS  # the first shard only: the others were taken
+
+
+async def test_a_part_given_away_is_saved_before_it_is_handed_over(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    """Asked to give work away mid-run, the export splits a running stream,
+    commits, and only then replies; the part stays on record in the
+    checkpoint, complete or not, and this export never lists it."""
+    import anyio
+
+    from asyncpager.checkpoint import Checkpoint
+    from asyncpager.export import GiveRequest, given_streams
+
+    (whole,) = plan_s3(["s3://pages-bucket"], shards=1, endpoint_url=endpoint.url, page_size=100)
+    out = tmp_path / "out.jsonl"
+    checkpoint = Checkpoint(tmp_path / "out.ckpt")
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    replies: list[list[Stream]] = []
+    saved_when_replied: list[list[Stream]] = []
+
+    def reply(streams: Any) -> None:
+        state = checkpoint.load("fp")
+        assert state is not None
+        saved_when_replied.append(given_streams(state))
+        replies.append(list(streams))
+
+    async def gives() -> Any:
+        # Once the stream has a page, so that it can split.
+        while fetcher.stats.pages < 2:  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        request: GiveRequest = reply
+        yield request
+
+    async with Fetcher(concurrency=1, queue_pages=1, split=False) as fetcher:
+        result = await export(
+            [whole], JsonlSink(str(out)), records, checkpoint=checkpoint, fingerprint="fp",
+            fetcher=fetcher, gives=gives(),
+        )  # fmt: skip
+    assert result.complete
+    ((part,),) = replies
+    assert [s.to_json() for s in saved_when_replied[0]] == [part.to_json()]
+    state = checkpoint.load("fp")
+    assert state is not None
+    assert state.complete
+    assert [s.to_json() for s in given_streams(state)] == [part.to_json()]
+    other = tmp_path / "other.jsonl"
+    await export([part], JsonlSink(str(other)), records)
+    mine, theirs = _keys_written(out), _keys_written(other)
+    assert mine
+    assert theirs
+    assert len(set(mine + theirs)) == len(mine + theirs) == N_KEYS

@@ -3,8 +3,10 @@ saved before a worker hears of them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from asyncpager.checkpoint import Checkpoint
@@ -60,3 +62,88 @@ async def test_shares_shrink_and_are_saved_before_they_are_given(tmp_path: Path)
     assert await deal.give(0) == []
     dealt = [s for g in deal.groups for s in g]
     assert sorted(names(dealt), key=int) == [str(i) for i in range(20)]
+
+
+class Pipe:
+    """What a worker's standard input is to the coordinator, read back."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.lines.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_with_nothing_left_a_part_of_a_busier_worker_is_taken(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path / "main.ckpt")
+    deal = _Deal([shards(1), shards(3)], [], checkpoint, "fp")
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    part = Stream("s3", "ListObjectsV2", {"Bucket": "b"}, shape={"lo": "m"})
+    async with anyio.create_task_group() as tg:
+
+        async def ask() -> None:
+            got.extend(await deal.give(0, left=0))
+
+        got: list[Stream] = []
+        tg.start_soon(ask)
+        with anyio.fail_after(5):
+            while not pipes[1].lines:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert pipes[1].lines == [b'{"give": true}\n']
+        assert got == []  # nothing until worker 1 has saved and sent its part
+        await deal.received(1, [part])
+    assert [s.to_json() for s in got] == [part.to_json()]
+    # Saved as worker 0's before it hears of it.
+    state = checkpoint.load("fp")
+    assert state is not None
+    assert state.extra["groups"][0][-1] == part.to_json()
+    assert pipes[0].lines == []
+
+
+async def test_workers_running_as_low_or_gone_are_not_asked_to_give(tmp_path: Path) -> None:
+    deal = _Deal([shards(2), shards(2)], [], None, "fp")
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    deal.left[1] = 2  # it asked for more with two streams left
+    assert await deal.give(0, left=2) == []
+    assert pipes[1].lines == []
+    deal.gone(1)
+    assert await deal.give(0, left=0) == []
+    assert pipes[1].lines == []
+
+
+async def test_a_worker_that_exits_instead_of_giving_gives_nothing(tmp_path: Path) -> None:
+    deal = _Deal([shards(1), shards(3)], [], None, "fp")
+    deal.inputs = {0: Pipe(), 1: Pipe()}  # type: ignore[dict-item]
+    async with anyio.create_task_group() as tg:
+        got: list[list[Stream]] = []
+
+        async def ask() -> None:
+            got.append(await deal.give(0, left=0))
+
+        tg.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()
+        deal.gone(1)
+    assert got == [[]]
+
+
+async def test_parts_given_away_that_the_deal_never_saved_are_handed_out_again(
+    tmp_path: Path,
+) -> None:
+    # A worker saved its stream narrowed and the part given away; the
+    # coordinator was killed before it saved the part as anyone's.
+    groups, pool = first_deal(shards(4), 2)
+    deal = _Deal(groups, list(pool), None, "fp")
+    lost = Stream("s3", "ListObjectsV2", {"Bucket": "b"}, shape={"lo": "0m", "hi": "1"})
+    saved = groups[1][0]
+    part = tmp_path / "part-0000.ckpt"
+    part.write_text(json.dumps({"extra": {"given": [lost.to_json(), saved.to_json()]}}))
+    deal.recover_given([part, tmp_path / "part-0001.ckpt"])  # the second was never written
+    assert [s.to_json() for s in deal.pool] == [s.to_json() for s in pool] + [lost.to_json()]
+    deal.recover_given([part])  # once only
+    assert len(deal.pool) == len(pool) + 1

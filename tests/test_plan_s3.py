@@ -101,6 +101,35 @@ async def test_large_shard_splits_to_feed_idle_workers(
     assert len(keys) == len(HOT_KEYS)
 
 
+async def test_a_stream_given_away_is_listed_once_between_the_two(
+    moto_server: str, buckets: dict[str, list[str]]
+) -> None:
+    # Work stealing between processes: the running shard gives part of
+    # what is ahead of it away; this run lists the rest, another the part.
+    streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
+    keys: list[str] = []
+    fetcher = Fetcher(concurrency=2, queue_pages=4, split=False)
+    async with fetcher, fetcher.pages(streams) as flow:
+        pages = aiter(flow)
+        _stream, first = await anext(pages)
+        keys += [c["Key"] for c in first.get("Contents", [])]
+        (given,) = fetcher.give_away()
+        assert fetcher.stats.given == 1
+        # A resume state taken now has the shard narrowed to what it kept.
+        (resume,) = fetcher.resume_streams()
+        assert resume.shape["hi"] == given.shape["lo"]
+        async for _stream, page in pages:
+            keys += [c["Key"] for c in page.get("Contents", [])]
+    other, report = await list_with(moto_server, [given])
+    assert report.ok
+    assert other
+    assert not set(keys) & set(other)
+    assert utf8_sorted(keys + other) == utf8_sorted(HOT_KEYS)
+    # With nothing running, there is nothing to give.
+    async with Fetcher() as idle:
+        assert idle.give_away() == []
+
+
 async def test_no_split_while_pages_wait_for_the_consumer(
     moto_server: str, buckets: dict[str, list[str]]
 ) -> None:
