@@ -178,16 +178,16 @@ async def _coordinate(
     parts_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
     parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
-    # JSON Lines to a file are gathered into it as the parts are committed
-    # (see PartGatherer); Parquet parts are merged, and standard output
-    # copied, once every worker is done.
+    # JSON Lines are gathered into the output file (or standard output) as
+    # the parts are committed (see PartGatherer); Parquet parts are merged
+    # once every worker is done.
     gatherer = (
         PartGatherer(
             parts,
             [parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)],
-            parts_dir / "gathering.tmp",
+            parts_dir / "gathering.tmp" if args.output else None,
         )
-        if fmt == "jsonl" and args.output
+        if fmt == "jsonl"
         else None
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -304,11 +304,11 @@ class _Deal:
     before any worker hears of it.
 
     Once nothing is left, a worker that asks for more gets part of another
-    worker's work: that worker splits one of its running streams, saves the
-    split in its own checkpoint (its stream narrowed, the part given away
-    listed), and only then sends the part here, which saves it as the
-    asker's before the asker hears of it. A crash between the two saves
-    leaves the part in the giver's checkpoint alone; the next run finds it
+    worker's work: that worker halves some of its running streams, saves
+    them in its own checkpoint (narrowed, and the parts given away listed),
+    and only then sends the parts here, which saves them as the asker's
+    before the asker hears of them. A crash between the two saves leaves
+    the parts in the giver's checkpoint alone; the next run finds them
     there (``recover_given``)."""
 
     def __init__(
@@ -393,6 +393,7 @@ class _Deal:
             into.write(b'{"give": true}\n')
             into.flush()
         except (BrokenPipeError, ValueError):
+            del self._asked[index]
             return []  # it exited (or its input was closed)
         await done.wait()
         return given

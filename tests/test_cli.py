@@ -442,6 +442,29 @@ def test_workers_gather_their_parts_into_the_output_as_they_go(
     assert not scratch.parent.exists()
 
 
+def test_workers_write_standard_output_as_they_go(endpoint: LocalEndpoint) -> None:
+    # As from one process, a reader of the output gets lines while the
+    # workers still run, not all of them at the end.
+    argv = [sys.executable, "-m", "asyncpager", "s3", "s3://crash-bucket", "--endpoint-url",
+            endpoint.url, "--region", "us-east-1", "--workers", "2", "--shards", "2",
+            "--page-size", "100", "--concurrency", "1", "--commit-interval", "0.05"]  # fmt: skip
+    with subprocess.Popen(
+        argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first_line = process.stdout.readline()
+        workers_running = bool(set(_worker_processes()) - {process.pid})
+        # Read through the same buffer as the first line (communicate()
+        # would read the pipe beside it and miss what that buffer holds).
+        rest = process.stdout.read()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=60) == 0, stderr
+    assert workers_running
+    keys = [json.loads(line)["Key"] for line in (first_line + rest).splitlines()]
+    assert len(keys) == len(set(keys)) == N_KEYS
+
+
 def test_workers_refuse_csv_and_a_changed_worker_count(
     endpoint: LocalEndpoint, tmp_path: Path
 ) -> None:

@@ -115,3 +115,19 @@ def test_committed_size_of_missing_torn_and_complete_checkpoints(tmp_path: Path)
     assert committed_size(path) is None
     commit(path, 123)
     assert committed_size(path) == 123
+
+
+def test_gathered_into_standard_output_as_committed(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    parts = [tmp_path / "part-0000.jsonl"]
+    checkpoints = [tmp_path / "part-0000.ckpt"]
+    gatherer = PartGatherer(parts, checkpoints, None)
+    parts[0].write_bytes(b'{"a":1}\n{"a":2}\n')
+    commit(checkpoints[0], 8)
+    assert gatherer.gather() == 8
+    assert capfdbinary.readouterr().out == b'{"a":1}\n'
+    gatherer.finish(None)
+    assert capfdbinary.readouterr().out == b'{"a":2}\n'
+    gatherer.close()  # nothing to remove
+    assert parts[0].exists()

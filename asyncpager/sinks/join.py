@@ -84,10 +84,12 @@ class PartGatherer:
 
     ``gathering`` is a scratch file beside the parts (same folder, so the
     final rename is atomic): a run that stops for any reason leaves its
-    parts as they were and a later run gathers afresh.
+    parts as they were and a later run gathers afresh. ``None`` gathers
+    into standard output instead, so that what reads it gets the items as
+    they are committed, as from one process, not all at the end.
     """
 
-    def __init__(self, parts: list[Path], checkpoints: list[Path], gathering: Path) -> None:
+    def __init__(self, parts: list[Path], checkpoints: list[Path], gathering: Path | None) -> None:
         self.parts = parts
         self.checkpoints = checkpoints
         self.gathering = gathering
@@ -96,7 +98,13 @@ class PartGatherer:
 
     def _out(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.gathering, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if self.gathering is None:
+                sys.stdout.flush()
+                sys.stdout.buffer.flush()
+                self._fd = sys.stdout.buffer.fileno()
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                self._fd = os.open(self.gathering, flags, 0o644)
         return self._fd
 
     def gather(self) -> int:
@@ -107,16 +115,20 @@ class PartGatherer:
             end = committed_size(checkpoint)
             if end is not None:
                 added += self._take(index, end)
-        if added:
+        if added and self.gathering is not None:
             os.fdatasync(self._out())
         return added
 
-    def finish(self, output: str) -> None:
+    def finish(self, output: str | None) -> None:
         """Append the rest of every part (each worker has exited, its part
-        complete) and rename the whole into ``output``, durably."""
+        complete) and rename the whole into ``output``, durably (standard
+        output: nothing more)."""
         fd = self._out()
         for index, part in enumerate(self.parts):
             self._take(index, part.stat().st_size)
+        if self.gathering is None:
+            return
+        assert output is not None
         os.fsync(fd)
         os.close(fd)
         self._fd = None
@@ -125,6 +137,8 @@ class PartGatherer:
 
     def close(self) -> None:
         """Give up: the scratch file goes, the parts stay."""
+        if self.gathering is None:
+            return
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -163,7 +177,10 @@ def _copy_range(source: int, target: int, offset: int, count: int) -> None:
             try:
                 done = copy(source, target, min(count, 1 << 30), offset)
             except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                # Not between these two (a pipe, a file opened to append,
+                # another file system on an old kernel): through a buffer.
+                fallback = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+                if exc.errno not in fallback:
                     raise
                 copy = None
                 continue
