@@ -331,6 +331,11 @@ async def _export(
         with anyio.CancelScope(shield=True):
             try:
                 await commit()
+            except Exception:
+                # The sink broke on the way (a full disk, a reader that went
+                # away): its last commit stands, and the error to tell is
+                # the one that stopped the export, not this one.
+                pass
             finally:
                 await anyio.to_thread.run_sync(sink.abort)
         raise

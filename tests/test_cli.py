@@ -465,6 +465,25 @@ def test_workers_write_standard_output_as_they_go(endpoint: LocalEndpoint) -> No
     assert len(keys) == len(set(keys)) == N_KEYS
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_reader_that_goes_away_is_one_line(endpoint: LocalEndpoint, workers: str) -> None:
+    # `| head -1`: the error is the closed pipe, said once, not what the
+    # broken output says when committed afterwards.
+    argv = [sys.executable, "-m", "asyncpager", "s3", "s3://crash-bucket", "--endpoint-url",
+            endpoint.url, "--region", "us-east-1", "--workers", workers,
+            "--page-size", "100", "--concurrency", "2"]  # fmt: skip
+    with subprocess.Popen(
+        argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert json.loads(process.stdout.readline())["Key"]
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1
+    assert stderr.splitlines() == ["asyncpager: error: Broken pipe"]
+
+
 def test_workers_refuse_csv_and_a_changed_worker_count(
     endpoint: LocalEndpoint, tmp_path: Path
 ) -> None:
