@@ -94,11 +94,29 @@ class Checkpoint:
             return None
         except OSError as exc:
             raise ConfigurationError(f"cannot read checkpoint {self.path}: {exc}") from None
+        state = self._parse(raw)
+        if state.fingerprint != expected_fingerprint:
+            raise ConfigurationError(
+                f"checkpoint {self.path} was written for another command or plan; "
+                "use another --checkpoint path or delete it"
+            )
+        return state
+
+    def peek(self) -> CheckpointState | None:
+        """The saved state, whichever command saved it; ``None`` when there
+        is none or it cannot be read (for a look at another process's
+        checkpoint while it runs: each save replaces the file whole)."""
+        try:
+            return self._parse(self.path.read_bytes())
+        except (OSError, ConfigurationError):
+            return None
+
+    def _parse(self, raw: bytes) -> CheckpointState:
         try:
             data = json.loads(raw)
             if not isinstance(data, dict) or data.get("asyncpager_checkpoint") != FORMAT_VERSION:
                 raise ValueError("not an asyncpager checkpoint")
-            state = CheckpointState(
+            return CheckpointState(
                 fingerprint=str(data["fingerprint"]),
                 streams=[Stream.from_json(s) for s in data["streams"]],
                 sink=data.get("sink"),
@@ -108,12 +126,6 @@ class Checkpoint:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"corrupt checkpoint {self.path}: {exc}") from None
-        if state.fingerprint != expected_fingerprint:
-            raise ConfigurationError(
-                f"checkpoint {self.path} was written for another command or plan; "
-                "use another --checkpoint path or delete it"
-            )
-        return state
 
     def save(self, state: CheckpointState) -> None:
         """Replace the checkpoint atomically (write, fsync, rename, fsync folder)."""

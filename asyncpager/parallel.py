@@ -62,7 +62,7 @@ import anyio.to_thread
 from asyncpager._spawn import Worker, start_workers, stop_workers
 from asyncpager.checkpoint import Checkpoint, CheckpointState, fingerprint
 from asyncpager.errors import ConfigurationError
-from asyncpager.export import GiveRequest
+from asyncpager.export import GiveRequest, given_streams
 from asyncpager.sinks.join import JOINABLE_FORMATS, PartGatherer, join_parts
 from asyncpager.streams import Stream
 
@@ -162,6 +162,9 @@ async def _coordinate(
     else:
         streams, _labels, _limits, _total = await _plan(args)
         groups, pool = first_deal(streams, workers)
+    suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
+    parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
+    part_checkpoints = [parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)]
     stats_files = [parts_dir / f"part-{i:04d}.stats.json" for i in range(workers)]
 
     def load(index: int) -> int:
@@ -171,22 +174,16 @@ async def _coordinate(
 
     deal = _Deal(groups, pool, checkpoint, main_fp, load)
     if state is not None:
-        deal.recover_given([parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)])
+        deal.recover_given(part_checkpoints)
     # Saved before any work: a resumed run gives every worker the same
     # streams, so its part checkpoint still applies.
     deal.save()
     parts_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(Path(args.output).suffixes) if args.output else ".jsonl"
-    parts = [parts_dir / f"part-{i:04d}{suffix}" for i in range(workers)]
     # JSON Lines are gathered into the output file (or standard output) as
     # the parts are committed (see PartGatherer); Parquet parts are merged
     # once every worker is done.
     gatherer = (
-        PartGatherer(
-            parts,
-            [parts_dir / f"part-{i:04d}.ckpt" for i in range(workers)],
-            parts_dir / "gathering.tmp" if args.output else None,
-        )
+        PartGatherer(parts, part_checkpoints, parts_dir / "gathering.tmp" if args.output else None)
         if fmt == "jsonl"
         else None
     )
@@ -200,8 +197,8 @@ async def _coordinate(
                     "argv": argv,
                     "index": index,
                     "workers": workers,
-                    "output": str(parts_dir / f"part-{index:04d}{suffix}"),
-                    "checkpoint": str(parts_dir / f"part-{index:04d}.ckpt"),
+                    "output": str(parts[index]),
+                    "checkpoint": str(part_checkpoints[index]),
                     "stats": str(stats_files[index]),
                     "streams": [s.to_json() for s in group],
                     "more": True,
@@ -324,13 +321,11 @@ class _Deal:
         self.checkpoint = checkpoint
         self.fingerprint = fingerprint
         self.lock = anyio.Lock()
-        #: How much work worker ``index`` has in hand (its streams left).
+        #: How much work worker ``index`` has in hand: its streams left, as
+        #: its live figures last said.
         self.load = load
         self.inputs: dict[int, IO[bytes]] = {}
         self.running: set[int] = set(range(len(groups)))
-        #: Streams each worker said it had left when it last asked for more
-        #: (plus what it was given since); absent: it has not run low yet.
-        self.left: dict[int, int] = {}
         self._steal = anyio.Lock()
         self._asked: dict[int, tuple[anyio.Event, list[Stream]]] = {}
 
@@ -352,29 +347,26 @@ class _Deal:
     async def give(self, index: int, left: int = 0) -> list[Stream]:
         """The next share for worker ``index``, which has ``left`` streams
         of its own left (empty: nothing to give it now)."""
-        self.left[index] = left
         async with self.lock:
             share = max(1, len(self.pool) // (2 * len(self.groups)))
             given, self.pool = self.pool[:share], self.pool[share:]
             if given:
                 await self._assign(index, given)
                 return given
-        return await self._take_from_others(index)
+        return await self._take_from_others(index, left)
 
     async def _assign(self, index: int, streams: list[Stream]) -> None:
         self.groups[index] = [*self.groups[index], *streams]
-        if index in self.left:
-            self.left[index] += len(streams)
         await anyio.to_thread.run_sync(self.save)
 
-    async def _take_from_others(self, index: int) -> list[Stream]:
+    async def _take_from_others(self, index: int, left: int) -> list[Stream]:
         # Only from workers with more streams in hand than the asker: two
         # workers both running low would otherwise cut each other's
         # streams back and forth, a commit and a short page each time.
-        mine = self.left.get(index, 0)
         async with self._steal:
-            others = [i for i in self.running - {index} if self.left.get(i, ASK_BELOW) > mine]
-            for other in sorted(others, key=self.load, reverse=True):
+            loads = {i: self.load(i) for i in self.running - {index}}
+            others = [i for i, load in loads.items() if load > left]
+            for other in sorted(others, key=loads.__getitem__, reverse=True):
                 given = await self._ask_to_give(other)
                 if given:
                     async with self.lock:
@@ -424,14 +416,11 @@ class _Deal:
         known = {fingerprint(s.to_json()) for s in self.pool}
         known.update(fingerprint(s.to_json()) for group in self.groups for s in group)
         for path in checkpoints:
-            try:
-                extra = json.loads(path.read_bytes()).get("extra") or {}
-            except (OSError, ValueError):
-                continue
-            for body in extra.get("given") or ():
-                stream = Stream.from_json(body)
-                if fingerprint(body) not in known:
-                    known.add(fingerprint(body))
+            state = Checkpoint(path).peek()
+            for stream in given_streams(state) if state is not None else ():
+                key = fingerprint(stream.to_json())
+                if key not in known:
+                    known.add(key)
                     self.pool.append(stream)
 
 

@@ -10,17 +10,18 @@ that is given up leaves the parts as they were and no scratch file.
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import pytest
 
+from asyncpager.checkpoint import Checkpoint, CheckpointState
 from asyncpager.sinks.join import PartGatherer, committed_size
 
 
 def commit(checkpoint: Path, size: int | None, complete: bool = False) -> None:
+    """What a worker saves at a commit (a complete one says no size)."""
     sink = {"closed": True} if complete else {"size": size, "records": 0}
-    checkpoint.write_text(json.dumps({"asyncpager_checkpoint": 1, "sink": sink}))
+    Checkpoint(checkpoint).save(CheckpointState("fp", [], sink=sink, complete=complete))
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from asyncpager.checkpoint import Checkpoint
 
 __all__ = ["JOINABLE_FORMATS", "PartGatherer", "join_parts"]
 
@@ -157,13 +158,9 @@ class PartGatherer:
 
 def committed_size(checkpoint: Path) -> int | None:
     """The part size a worker's checkpoint vouches for; ``None`` when there
-    is none yet (or the file is being replaced under us: it is read again
-    later)."""
-    try:
-        sink = json.loads(checkpoint.read_bytes()).get("sink")
-    except (OSError, ValueError):
-        return None
-    size = sink.get("size") if isinstance(sink, dict) else None
+    is none yet (or none once complete: the whole part is then)."""
+    state = Checkpoint(checkpoint).peek()
+    size = state.sink.get("size") if state is not None and state.sink else None
     return size if isinstance(size, int) else None
 
 
