@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asyncpager._clock import Clock, FakeClock, SystemClock
+    from asyncpager._http import LeanHTTPSession
     from asyncpager.engine import Fetcher, PageFlow, RunReport, Stats, StreamStats
     from asyncpager.errors import (
         AccessDeniedError,
@@ -50,6 +51,7 @@ _LAZY: dict[str, str] = {
     "FakeClock": "asyncpager._clock",
     "Fetcher": "asyncpager.engine",
     "InvalidRequestError": "asyncpager.errors",
+    "LeanHTTPSession": "asyncpager._http",
     "NotFoundError": "asyncpager.errors",
     "Pacer": "asyncpager.pacing",
     "PageFlow": "asyncpager.engine",
@@ -100,6 +102,7 @@ __all__ = [
     "FakeClock",
     "Fetcher",
     "InvalidRequestError",
+    "LeanHTTPSession",
     "NotFoundError",
     "Pacer",
     "PageFlow",

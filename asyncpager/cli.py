@@ -132,6 +132,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     pace.add_argument(
         "--no-fast-parse", action="store_true", help="parse answers with botocore's own parser"
     )
+    pace.add_argument(
+        "--no-lean-http",
+        action="store_true",
+        help="send requests through aiohttp, aiobotocore's HTTP client",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", help="output file (default: stdout)")
     out.add_argument(
@@ -629,6 +634,7 @@ async def _run_export(
         on_error="continue",
         verify_ssl=not args.no_verify_ssl,
         fast_parse=False if args.no_fast_parse else None,
+        lean_http=False if args.no_lean_http else None,
         raw_services=raw_services(args.command, plain_dynamodb, query, json_lines),
     )
     with progress:

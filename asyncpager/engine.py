@@ -349,9 +349,13 @@ class Fetcher:
     Clients: one aiobotocore client per (service, region, profile, endpoint),
     created on first use with botocore's own retries and adaptive limiter off
     (asyncpager retries and paces) and with compiled response parsers
-    (``fast_parse``; identical pages, several times less CPU), all closed on
-    exit. For the services in ``raw_services`` the pages skip conversions a
-    writer does not need (see :func:`asyncpager.parsers.install`'s ``raw``):
+    (``fast_parse``; identical pages, several times less CPU), sending their
+    requests through :class:`asyncpager.LeanHTTPSession` (``lean_http``; the
+    same requests and answers without aiohttp's machinery, a quarter less
+    CPU per small page; ``None`` follows ``ASYNCPAGER_LEAN_HTTP``, on unless
+    it says ``0``), all closed on exit. For the services in ``raw_services``
+    the pages skip conversions a writer does not need (see
+    :func:`asyncpager.parsers.install`'s ``raw``):
     DynamoDB items keep their blobs as the base64 text that was sent. Give
     service names, or a mapping from service to mode (``{"s3": "json"}``:
     timestamps as the ISO 8601 text the JSON writers would make;
@@ -386,6 +390,7 @@ class Fetcher:
         fast_parse: bool | None = None,
         raw_services: Iterable[str] | Mapping[str, RawMode] = (),
         pacer: PacerLike | None = None,
+        lean_http: bool | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -410,6 +415,7 @@ class Fetcher:
         self.split_enabled = split
         self.verify_ssl = verify_ssl
         self.fast_parse = fast_parse
+        self.lean_http = lean_http
         self.raw_services: dict[str, RawMode] = (
             dict(raw_services)
             if isinstance(raw_services, Mapping)
@@ -509,11 +515,17 @@ class Fetcher:
             if session is None:
                 session = self._sessions[stream.profile] = AioSession(profile=stream.profile)
                 share_loader(session)
-        config = Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max(10, self.concurrency),
-            tcp_keepalive=True,
-        )
+        options: dict[str, Any] = {
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
+            "max_pool_connections": max(10, self.concurrency),
+            "tcp_keepalive": True,
+        }
+        config = Config(**options)
+        if self.lean_http is not False:
+            from asyncpager._http import lean_config, lean_http_enabled
+
+            if self.lean_http or lean_http_enabled():
+                config = lean_config(options) or config
         if self._client_config is not None:
             config = config.merge(self._client_config)
         from asyncpager.parsers import install as install_parsers

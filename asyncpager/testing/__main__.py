@@ -169,6 +169,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-mb", type=int, default=64)
+    parser.add_argument(
+        "--chunked",
+        action="store_true",
+        help="answer with Transfer-Encoding: chunked, as S3 sends its listings",
+    )
     parser.add_argument("--config", help="a JSON EndpointConfig (overrides the data options)")
     parser.add_argument("--cpu", type=int, help="pin the server to this CPU")
     parser.add_argument("--no-uvloop", action="store_true")
@@ -191,6 +196,7 @@ def build_config(args: argparse.Namespace) -> EndpointConfig:
         faults=tuple(args.fault),
         seed=args.seed,
         cache_bytes=args.cache_mb << 20,
+        chunked=args.chunked,
     )
 
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +48,7 @@ def _config(
     faults: Sequence[Fault],
     seed: int,
     cache_bytes: int,
+    chunked: bool = False,
 ) -> EndpointConfig:
     if config is not None:
         return config
@@ -61,6 +63,7 @@ def _config(
         faults=tuple(faults),
         seed=seed,
         cache_bytes=cache_bytes,
+        chunked=chunked,
     )
 
 
@@ -111,18 +114,32 @@ class LocalEndpoint:
         host: str = "127.0.0.1",
         port: int = 0,
         config: EndpointConfig | None = None,
+        chunked: bool = False,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.config = _config(
-            config, buckets, tables, ec2, iam, latency, throttles, faults, seed, cache_bytes
+            config,
+            buckets,
+            tables,
+            ec2,
+            iam,
+            latency,
+            throttles,
+            faults,
+            seed,
+            cache_bytes,
+            chunked,
         )
         self._host, self._port = host, port
+        self._ssl = ssl
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: HttpServer | None = None
         self._stop: asyncio.Event | None = None
         self._app: App | None = None
         self.url = ""
-        """``http://127.0.0.1:PORT`` once started: pass it as ``endpoint_url``."""
+        """``http://127.0.0.1:PORT`` once started (``https://`` when given an
+        ``ssl`` server context): pass it as ``endpoint_url``."""
 
     @property
     def port(self) -> int:
@@ -141,7 +158,7 @@ class LocalEndpoint:
             self._app = App(self.config, self._loop.time)
             server = HttpServer(self._app)
             try:
-                await server.start(self._host, self._port)
+                await server.start(self._host, self._port, ssl=self._ssl)
             except BaseException as exc:
                 failure.append(exc)
                 ready.set()

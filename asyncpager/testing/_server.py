@@ -22,6 +22,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any, Protocol, cast
 
 from asyncpager.testing._dynamodb import DynamoDBService
@@ -332,18 +333,20 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self.host = ""
         self.port = 0
+        self.scheme = "http"
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
         self._server = await self.loop.create_server(
-            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
+            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024, ssl=ssl
         )
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = str(sockname[0]), int(sockname[1])
+        self.scheme = "https" if ssl is not None else "http"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -387,9 +390,15 @@ class HttpServer:
             self._spent(started, 0)
             return
         body = b"" if reply.head_only else reply.body
+        chunked = self.app.config.chunked and bool(body) and plan.fault is None
+        framing = (
+            b"Transfer-Encoding: chunked\r\n"
+            if chunked
+            else b"Content-Length: %d\r\n" % len(reply.body)
+        )
         head = [
             b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, b"Unknown")),
-            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (reply.content_type, len(reply.body)),
+            b"Content-Type: %s\r\n%s" % (reply.content_type, framing),
         ]
         head += [b"%s: %s\r\n" % pair for pair in plan.request_id_headers]
         head += [b"%s: %s\r\n" % pair for pair in reply.headers]
@@ -409,6 +418,8 @@ class HttpServer:
             self._dribble(conn, head_bytes, body, plan.fault_seconds, keep_alive)
             self._spent(started, len(head_bytes))
             return
+        if chunked:
+            body = _chunks(body)
         transport.writelines((head_bytes, body))
         self._spent(started, len(head_bytes) + len(body))
         conn.done(keep_alive, deferred)
@@ -434,3 +445,17 @@ class HttpServer:
                 conn.done(keep_alive, True)
 
         conn.later(step, lambda: send(0))
+
+
+#: The size of the chunks of a chunked answer.
+CHUNK = 16 * 1024
+
+
+def _chunks(body: bytes) -> bytes:
+    """``body`` framed as ``Transfer-Encoding: chunked``."""
+    out = [
+        b"%x\r\n%s\r\n" % (len(body[k : k + CHUNK]), body[k : k + CHUNK])
+        for k in range(0, len(body), CHUNK)
+    ]
+    out.append(b"0\r\n\r\n")
+    return b"".join(out)

@@ -307,6 +307,9 @@ class EndpointConfig:
     faults: tuple[Fault, ...] = ()
     seed: int = 0
     cache_bytes: int = 64 << 20
+    #: Answer with ``Transfer-Encoding: chunked`` (in 16 KiB chunks), as S3
+    #: sends its listings, instead of ``Content-Length``.
+    chunked: bool = False
 
     def __post_init__(self) -> None:
         for name in ("buckets", "tables", "latency", "throttles", "faults"):
@@ -341,6 +344,7 @@ class EndpointConfig:
             faults=many(Fault, "faults"),
             seed=int(data.get("seed", 0)),
             cache_bytes=int(data.get("cache_bytes", 64 << 20)),
+            chunked=bool(data.get("chunked", False)),
         )
 
 
