@@ -147,3 +147,59 @@ def test_every_must_be_positive(every: int) -> None:
 def test_spacing_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="multiple"):
         freeze_pages(spacing=-1)
+
+
+def test_holds_nest_and_leave_a_freezer_found_on_alone() -> None:
+    from asyncpager.parsers import hold_frozen_pages
+
+    outer = hold_frozen_pages()
+    assert install_module._freezer is not None
+    inner = hold_frozen_pages()
+    outer()
+    outer()  # a second release of the same hold does nothing
+    assert install_module._freezer is not None
+    inner()
+    assert install_module._freezer is None
+    # On already (as the command line turns it on): a hold leaves it on.
+    freeze_pages()
+    hold_frozen_pages()()
+    assert install_module._freezer is not None
+
+
+@pytest.mark.anyio
+async def test_a_fetcher_freezes_pages_while_open_and_lets_go_when_cancelled() -> None:
+    import anyio
+
+    from asyncpager import Fetcher
+    from asyncpager.plan.dynamodb import plan_scan
+    from asyncpager.testing import LatencyModel, LocalEndpoint, Table
+
+    # A scan of many-attribute items: each 1,000-item page leaves well over
+    # FREEZE_AT tracked objects.
+    slow_last = [LatencyModel(fixed=30, service="dynamodb", operation="Scan")]
+    with LocalEndpoint(tables=[Table("frozen", 6_000, item_shape="mixed")]) as ep:
+        async with Fetcher(freeze_pages=True) as f:
+            assert install_module._freezer is not None
+            plan = await plan_scan("frozen", segments=1, endpoint_url=ep.url, fetcher=f)
+            items = 0
+            frozen_seen = False
+            async for _stream, page in f.pages(plan.streams):
+                items += len(page["Items"])
+                if gc.get_freeze_count():
+                    frozen_seen = True
+            assert items == 6_000
+            assert frozen_seen
+        assert install_module._freezer is None
+        assert gc.get_freeze_count() == 0
+    # Cancelled mid-request: the hold is let go all the same.
+    with LocalEndpoint(tables=[Table("frozen", 10)], latency=slow_last) as ep:
+        with anyio.move_on_after(0.5) as scope:
+            async with Fetcher(freeze_pages=True) as f:
+                plan = await plan_scan("frozen", segments=1, endpoint_url=ep.url, fetcher=f)
+                async for _stream, _page in f.pages(plan.streams):
+                    pass
+        assert scope.cancelled_caught
+        assert install_module._freezer is None
+        assert gc.get_freeze_count() == 0
+    async with Fetcher() as f:
+        assert install_module._freezer is None

@@ -56,6 +56,7 @@ __all__ = [
     "FastParserFactory",
     "fast_parse_enabled",
     "freeze_pages",
+    "hold_frozen_pages",
     "install",
     "is_installed",
     "uninstall",
@@ -320,6 +321,10 @@ class _Freezer:
 
 
 _freezer: _Freezer | None = None
+#: Open blocks that asked for frozen pages (:func:`hold_frozen_pages`), and
+#: whether the first of them turned the freezer on (and so turns it off).
+_holders = 0
+_held_on = False
 #: New tracked objects since the last collection above which a page is frozen.
 FREEZE_AT = 20_000
 #: What a full collection is taken to cost per object before one was timed.
@@ -362,6 +367,33 @@ def freeze_pages(
     if _freezer is not None and every is None:
         gc.unfreeze()
     _freezer = None if every is None else _Freezer(every, spacing, clock)
+
+
+def hold_frozen_pages() -> Callable[[], None]:
+    """:func:`freeze_pages` with its defaults until the returned function is
+    called, unless it was on already (the command line's): then it stays as
+    it was. Holds nest; the freezer goes off with the last one that turned
+    it on (``Fetcher(freeze_pages=True)`` holds it while it is open)."""
+    global _holders, _held_on
+    if _holders == 0:
+        _held_on = _freezer is None
+        if _held_on:
+            freeze_pages()
+    _holders += 1
+    released = False
+
+    def release() -> None:
+        global _holders, _held_on
+        nonlocal released
+        if released:
+            return
+        released = True
+        _holders -= 1
+        if _holders == 0 and _held_on:
+            _held_on = False
+            freeze_pages(None)
+
+    return release
 
 
 def _run(
