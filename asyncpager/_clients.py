@@ -221,11 +221,14 @@ class SslContexts:
 
     def share(self, client: Any) -> bool:
         """Whether ``client``'s contexts now come from here (only aiobotocore's
-        own aiohttp session, whose inputs are known, is changed)."""
+        own aiohttp session and asyncpager's LeanHTTPSession, whose inputs are
+        known, are changed)."""
         from aiobotocore.httpsession import AIOHTTPSession
 
+        from asyncpager._http import LeanHTTPSession
+
         http: Any = getattr(getattr(client, "_endpoint", None), "http_session", None)
-        if type(http) is not AIOHTTPSession:
+        if type(http) not in (AIOHTTPSession, LeanHTTPSession):
             return False
         build = getattr(http, "_build_ssl_contexts", None)
         settings = _tls_settings(http)

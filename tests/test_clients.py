@@ -182,6 +182,46 @@ async def test_clients_share_one_ssl_context_per_tls_setting(endpoint: LocalEndp
             assert ids == boto3_instances(endpoint.url, region)
 
 
+@pytest.mark.skipif(
+    not _builds_contexts_apart(), reason="this aiobotocore builds SSL contexts with the connector"
+)
+async def test_lean_sessions_share_the_ssl_context_too(endpoint: LocalEndpoint) -> None:
+    from aiobotocore.session import AioSession
+
+    from asyncpager import Fetcher, Stream
+    from asyncpager._http import LeanHTTPSession, lean_config
+
+    config = lean_config({})
+    if config is None:
+        pytest.skip("this aiobotocore has no http_session_cls")
+    session = AioSession()
+    contexts = SslContexts()
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                session.create_client(
+                    "ec2", region_name=region, endpoint_url=endpoint.url, config=config
+                )
+            )
+            for region in REGIONS[:3]
+        ]
+        assert all(type(c._endpoint.http_session) is LeanHTTPSession for c in clients)
+        assert all(contexts.share(c) for c in clients)
+        built = [c._endpoint.http_session._build_ssl_contexts(None) for c in clients]
+        assert all(b is built[0] for b in built)
+    # And the Fetcher's own clients, which are lean, share theirs.
+    async with Fetcher() as f:
+        made = [
+            await f.client_for(
+                Stream("ec2", "DescribeInstances", region=r, endpoint_url=endpoint.url)
+            )
+            for r in REGIONS[:2]
+        ]
+        first, second = (c._endpoint.http_session for c in made)
+        assert type(first) is LeanHTTPSession
+        assert first._build_ssl_contexts(None) is second._build_ssl_contexts(None)
+
+
 async def test_a_client_with_its_own_http_session_class_is_left_alone(
     endpoint: LocalEndpoint,
 ) -> None:
