@@ -33,6 +33,7 @@ sent once more on a new one (what aiohttp does too).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import socket
@@ -133,15 +134,9 @@ class _Body:
     def __init__(self, data: bytes) -> None:
         self._data = data
 
-    async def read(self, amt: int | None = None) -> bytes:
+    async def read(self) -> bytes:
         data, self._data = self._data, b""
         return data
-
-    def release(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class _Reader:
@@ -237,15 +232,6 @@ class _Timer:
         self.handle.cancel()
 
 
-class _Pool:
-    """Idle connections to one origin, the most recently used first."""
-
-    __slots__ = ("idle",)
-
-    def __init__(self) -> None:
-        self.idle: deque[_Protocol] = deque()
-
-
 class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
     """aiobotocore's HTTP session, with a lean path for plain requests (see
     the module docstring). Construct it as aiobotocore does, through
@@ -253,7 +239,8 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        # Idle connections per origin, the most recently used last.
+        self._pools: dict[tuple[str, str, int], deque[_Protocol]] = {}
         #: Requests answered on the lean path (the rest went to aiohttp).
         self.lean_requests = 0
         self._lean_ssl: ssl.SSLContext | None = None
@@ -295,8 +282,6 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
             SSLError,
         ):
             raise
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             raise HTTPClientError(error=exc) from exc
 
@@ -321,7 +306,7 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         try:
             pool = self._pools.get((scheme, host, port))
             if pool is None:
-                pool = self._pools[(scheme, host, port)] = _Pool()
+                pool = self._pools[(scheme, host, port)] = deque()
             conn = _take_idle(pool, self._keepalive)
             if conn is not None:
                 try:
@@ -379,7 +364,7 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
     async def _exchange(
         self,
         conn: _Protocol,
-        pool: _Pool,
+        pool: deque[_Protocol],
         request: Any,
         data: bytes,
         read_timeout: float | None,
@@ -387,12 +372,11 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
     ) -> Any:
         loop = asyncio.get_running_loop()
         reader = _Reader(conn, loop, read_timeout)
-        keep = False
         try:
             assert conn.transport is not None
             conn.transport.write(data)
             try:
-                status, headers, keep = await _read_head(reader, request.method)
+                status, headers, keep = await _read_head(reader)
             except _Closed as exc:
                 if reused and not conn.buffer:
                     raise _StaleConnection(_cause(exc)) from exc
@@ -420,7 +404,7 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         if keep and not conn.closed and len(conn.buffer) == reader.pos:
             conn.buffer.clear()
             conn.idle_since = time.monotonic()
-            pool.idle.append(conn)
+            pool.append(conn)
         else:
             conn.abort()
         self.lean_requests += 1
@@ -430,14 +414,11 @@ class LeanHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         # Later requests, if any, go to aiohttp (whose session says it is closed).
         self._lean_closed = True
         for pool in self._pools.values():
-            while pool.idle:
-                pool.idle.pop().abort()
+            while pool:
+                pool.pop().abort()
         self._pools.clear()
 
-    async def close(self) -> None:
-        self._drop_idle()
-        await super().close()
-
+    # aiobotocore's close() is __aexit__.
     async def __aexit__(self, *exc: Any) -> None:
         self._drop_idle()
         await super().__aexit__(*exc)
@@ -453,11 +434,10 @@ def _cause(exc: _Closed) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
-def _take_idle(pool: _Pool, keepalive: float) -> _Protocol | None:
-    idle = pool.idle
+def _take_idle(pool: deque[_Protocol], keepalive: float) -> _Protocol | None:
     now = time.monotonic()
-    while idle:
-        conn = idle.pop()
+    while pool:
+        conn = pool.pop()
         if conn.closed or conn.buffer or now - conn.idle_since > keepalive:
             conn.abort()
             continue
@@ -510,7 +490,7 @@ def _request_bytes(request: Any, parts: Any, host: str, port: int, scheme: str) 
     return "\r\n".join(lines).encode("utf-8") + payload
 
 
-async def _read_head(reader: _Reader, method: str) -> tuple[int, dict[str, str], bool]:
+async def _read_head(reader: _Reader) -> tuple[int, dict[str, str], bool]:
     """Status, lower-cased headers (the last of repeated ones, as aiobotocore
     keeps them) and whether the connection may stay open."""
     while True:
@@ -593,14 +573,22 @@ def lean_http_enabled() -> bool:
     return os.environ.get(ENV_VAR, "1").strip().lower() not in _OFF
 
 
+@functools.cache
+def _can_choose_session() -> bool:
+    from aiobotocore.config import AioConfig
+
+    if "http_session_cls" not in inspect.signature(AioConfig.__init__).parameters:
+        return False
+    # Before aiobotocore 3, TLS contexts are built elsewhere.
+    return hasattr(AIOHTTPSession, "_build_ssl_contexts")
+
+
 def lean_config(options: dict[str, Any]) -> Any:
     """An ``AioConfig`` of ``options`` that sends through
     :class:`LeanHTTPSession`, or ``None`` where aiobotocore cannot be told
     which HTTP session to use (before 2.13: aioboto3's pinned versions)."""
     from aiobotocore.config import AioConfig
 
-    if "http_session_cls" not in inspect.signature(AioConfig.__init__).parameters:
+    if not _can_choose_session():
         return None
-    if not hasattr(AIOHTTPSession, "_build_ssl_contexts"):
-        return None  # before aiobotocore 3: TLS contexts are built elsewhere
     return AioConfig(http_session_cls=LeanHTTPSession, **options)

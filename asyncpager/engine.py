@@ -358,10 +358,10 @@ class Fetcher:
     (:func:`asyncpager.parsers.freeze_pages`; it changes the whole process's
     collector, so it is off unless asked for): the young collections that
     walk every new page are a third of the CPU of a DynamoDB scan of
-    many-attribute items, which then takes half the CPU. For the services in ``raw_services``
-    the pages skip conversions a writer does not need (see
-    :func:`asyncpager.parsers.install`'s ``raw``):
-    DynamoDB items keep their blobs as the base64 text that was sent. Give
+    many-attribute items, which then takes half the CPU. For the services in
+    ``raw_services`` the pages skip conversions a writer does not need (see
+    :func:`asyncpager.parsers.install`'s ``raw``): DynamoDB items keep
+    their blobs as the base64 text that was sent. Give
     service names, or a mapping from service to mode (``{"s3": "json"}``:
     timestamps as the ISO 8601 text the JSON writers would make;
     ``{"dynamodb": "lines"}``: a ``Scan`` or ``Query`` page's ``Items`` is an
@@ -534,11 +534,10 @@ class Fetcher:
             "tcp_keepalive": True,
         }
         config = Config(**options)
-        if self.lean_http is not False:
-            from asyncpager._http import lean_config, lean_http_enabled
+        from asyncpager._http import lean_config, lean_http_enabled
 
-            if self.lean_http or lean_http_enabled():
-                config = lean_config(options) or config
+        if self.lean_http if self.lean_http is not None else lean_http_enabled():
+            config = lean_config(options) or config
         if self._client_config is not None:
             config = config.merge(self._client_config)
         from asyncpager.parsers import install as install_parsers

@@ -78,7 +78,7 @@ def _lean_sent(client: Any) -> int:
 def _idle(client: Any) -> int:
     """Connections the client's lean path holds open for the next request."""
     http = client._endpoint.http_session
-    return sum(len(pool.idle) for pool in http._pools.values())
+    return sum(len(pool) for pool in http._pools.values())
 
 
 async def _all_keys(client: Any, bucket: str) -> list[str]:
@@ -360,7 +360,7 @@ def _close_server_side(ep: LocalEndpoint) -> None:
 
 def _idle_closed(client: Any) -> bool:
     http = client._endpoint.http_session
-    return all(conn.closed for pool in http._pools.values() for conn in pool.idle)
+    return all(conn.closed for pool in http._pools.values() for conn in pool)
 
 
 async def _until(check: Any) -> None:

@@ -453,9 +453,7 @@ CHUNK = 16 * 1024
 
 def _chunks(body: bytes) -> bytes:
     """``body`` framed as ``Transfer-Encoding: chunked``."""
-    out = [
-        b"%x\r\n%s\r\n" % (len(body[k : k + CHUNK]), body[k : k + CHUNK])
-        for k in range(0, len(body), CHUNK)
-    ]
+    pieces = (body[k : k + CHUNK] for k in range(0, len(body), CHUNK))
+    out = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces]
     out.append(b"0\r\n\r\n")
     return b"".join(out)
