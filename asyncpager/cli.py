@@ -52,8 +52,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-#: The export's read-ahead, in response bytes (see _run_export).
-CLI_QUEUE_BYTES = 32 * 1024 * 1024
+#: The export's read-ahead, in bytes of pages in memory (see _run_export).
+CLI_QUEUE_BYTES = 128 * 1024 * 1024
 
 
 def _positive_float(text: str) -> float:
@@ -624,10 +624,13 @@ async def _run_export(
     progress = Progress(enabled=show, total_items=total)
     fetcher = Fetcher(
         concurrency=args.concurrency,
-        # Pages wait for the one consumer that writes them; the read-ahead
-        # is bounded in wire bytes, and parsed pages take about ten times
-        # their wire size (a DynamoDB export of 100k items held them all:
-        # 774 MiB). 32 MiB on the wire is still seconds of pages.
+        # Pages wait for the one consumer that writes them. The budget counts
+        # pages as they sit in memory: text kept for the writer (item lines)
+        # about its size on the wire, parsed pages several times it (a
+        # DynamoDB page of typed items, --dynamodb-json, about 12 times).
+        # 128 MiB is seconds of text pages and still four parsed DynamoDB
+        # pages: at 64 MiB, two of those, the typed export ran a third
+        # slower; counted on the wire (32 MiB), it held 500 MiB.
         queue_bytes=CLI_QUEUE_BYTES,
         rate_limits=limits,
         on_stats=live_stats or progress.update,

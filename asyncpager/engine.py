@@ -26,6 +26,10 @@
   as well as the queued ones: memory depends on the budget and the page
   size, not on the size of the listing nor on ``concurrency`` (a DynamoDB
   export with 32 segments held all 32 parsed pages in flight: 1.45 GB).
+  Pages are counted at what they hold in memory once parsed, not at their
+  bytes on the wire (:mod:`asyncpager._footprint`): a parsed DynamoDB page
+  is about twelve times its JSON, and a library scan counted by the wire
+  held 1.9 GB at a 256 MB budget.
 * **Acknowledgement.** A page is acknowledged when its consumer returns (or,
   in ``pages()``, when the caller asks for the next page). A stream's
   committed position advances only over an unbroken run of acknowledged
@@ -59,6 +63,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from asyncpager._clients import ClientSharing, share_loader
 from asyncpager._clock import Clock, SystemClock
+from asyncpager._footprint import PageSizer, wire_size
 from asyncpager._groups import first_error
 from asyncpager.errors import AsyncPagerError, ConfigurationError, StreamFailedError
 from asyncpager.pacing import Pacer, PacerLike, RateLimit
@@ -173,6 +178,22 @@ class RunReport:
             for s in self.streams
             if (s.status != "done" or s.outstanding > 0) and (s.committed or s.stream) is not None
         ]
+
+
+async def _next_delivery(receive: MemoryObjectReceiveStream[_Delivery]) -> _Delivery:
+    """The next page, without a turn of the loop when one is queued.
+
+    anyio's ``receive()`` yields first, so a consumer took one page per turn
+    of the loop while every answer that had come meanwhile was parsed in that
+    turn: with DynamoDB pages (tens of milliseconds each) the queue filled to
+    its bound although the consumer only counted items. Queued pages are now
+    taken at once, as ``asyncio.Queue.get`` does; cancellation is still seen.
+    """
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    try:
+        return receive.receive_nowait()
+    except anyio.WouldBlock:
+        return await receive.receive()
 
 
 class _ByteBudget:
@@ -317,23 +338,13 @@ class _Hooks:
 #: Pages waiting for the consumers at which streams stop being split.
 SPLIT_WAITING = 2
 
-#: What a request of a stream with no page yet reserves, before any page of
-#: its operation is seen: DynamoDB's pages hold up to 1 MB of data, which
-#: its typed JSON makes two to three times larger on the wire.
-_PRIOR_PAGE_BYTES = {"dynamodb": 4 * 1024 * 1024}
-_DEFAULT_PAGE_BYTES = 256 * 1024
-
-
-def _page_size(page: Page) -> int:
-    meta = page.get("ResponseMetadata")
-    if isinstance(meta, Mapping):
-        headers = meta.get("HTTPHeaders")
-        if isinstance(headers, Mapping):
-            length = headers.get("content-length")
-            if length is not None:
-                with contextlib.suppress(TypeError, ValueError):
-                    return max(1, int(length))
-    return 1024
+#: What a request of a stream with no page yet reserves in memory, before
+#: any page of its operation is seen: DynamoDB's pages hold up to 1 MB of
+#: data, which its typed JSON makes two to three times larger on the wire
+#: and parsed items twelve times larger again; an S3 page of 1,000 keys is
+#: about half a megabyte of dicts.
+_PRIOR_PAGE_BYTES = {"dynamodb": 24 * 1024 * 1024}
+_DEFAULT_PAGE_BYTES = 1024 * 1024
 
 
 class Fetcher:
@@ -620,7 +631,11 @@ class Fetcher:
 
             async def consumer(receive: MemoryObjectReceiveStream[_Delivery]) -> None:
                 async with receive:
-                    async for delivery in receive:
+                    while True:
+                        try:
+                            delivery = await _next_delivery(receive)
+                        except anyio.EndOfStream:
+                            return
                         await consume(delivery.run.shape, delivery.page)
                         run.ack(delivery)
 
@@ -654,8 +669,9 @@ class _Run:
         self.busy = 0  # workers fetching right now
         self.wakeup = anyio.Event()
         self.budget = _ByteBudget(fetcher.queue_bytes)
-        # (service, operation) -> wire bytes of its largest page so far.
+        # (service, operation) -> bytes in memory of its largest page so far.
         self._sizes: dict[tuple[str, str], int] = {}
+        self._sizer = PageSizer()
         self.send: MemoryObjectSendStream[_Delivery]
         self.receive: MemoryObjectReceiveStream[_Delivery]
         self.send, self.receive = anyio.create_memory_object_stream[_Delivery](fetcher.queue_pages)
@@ -849,8 +865,9 @@ class _Run:
         seq = run.next_seq
         run.next_seq += 1
         run.positions[seq] = cursor.position
-        size = _page_size(page)
+        wire = wire_size(page)
         kind = (run.shape.service, run.shape.operation)
+        size = self._sizer.size(kind, page, wire)
         if size > self._sizes.get(kind, 0):
             self._sizes[kind] = size
         if size > reserved:
@@ -860,10 +877,10 @@ class _Run:
         items = cursor.count_items(page)
         run.stats.pages += 1
         run.stats.items += items
-        run.stats.bytes += size
+        run.stats.bytes += wire
         self.stats.pages += 1
         self.stats.items += items
-        self.stats.bytes += size
+        self.stats.bytes += wire
         self._maybe_split(run, cursor, send.statistics().current_buffer_used)
         try:
             self.stats.queue_bytes = self.budget.used
@@ -1114,7 +1131,7 @@ class PageFlow:
             run.ack(self._held)
             self._held = None
         try:
-            delivery = await run.receive.receive()
+            delivery = await _next_delivery(run.receive)
         except anyio.EndOfStream:
             with anyio.CancelScope(shield=True):
                 await self._stopped.wait()

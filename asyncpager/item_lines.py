@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from binascii import a2b_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -319,6 +320,12 @@ class ItemLines(EncodedLines):
     def __repr__(self) -> str:
         return f"ItemLines({len(self)} items, {self._end - self._start} bytes)"
 
+    def __sizeof__(self) -> int:
+        # The whole answer it keeps alive, for the engine's byte budget
+        # (asyncpager._footprint); decoded items are left out: reading them
+        # is the consumer's business, after the page was counted.
+        return object.__sizeof__(self) + sys.getsizeof(self._body)
+
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The first ``limit`` items (all by default) as JSON-ready plain
         values (:func:`~asyncpager.convert.dynamodb_to_json_ready`)."""
@@ -521,6 +528,11 @@ class ObjectLines(EncodedLines):
 
     def __repr__(self) -> str:
         return f"ObjectLines({self._count} objects)"
+
+    def __sizeof__(self) -> int:
+        # The lines it keeps, for the engine's byte budget.
+        lines = self._lines
+        return object.__sizeof__(self) + (sys.getsizeof(lines) if lines is not None else 0)
 
     def keys(self, step: int = 1) -> list[str]:
         """Every ``step``-th object's key, from the first."""

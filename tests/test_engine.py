@@ -207,6 +207,28 @@ async def test_cancelling_the_caller_stops_promptly(fleet: dict[str, Any]) -> No
     assert other_tasks() <= before
 
 
+async def test_a_cancelled_caller_takes_no_queued_page(fleet: dict[str, Any]) -> None:
+    # Queued pages are handed over without a turn of the loop; a caller
+    # cancelled by then still stops there, taking nothing.
+    before = other_tasks()
+    fetcher = Fetcher(concurrency=8, queue_pages=4)
+    async with fetcher, fetcher.pages(all_streams(fleet, page_size=1)) as flow:
+        await flow.__anext__()
+        with anyio.fail_after(10):
+            # The engine's statistics are all there is to wait on.
+            while fetcher.stats.queue_depth == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        taken: list[Any] = []
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            taken.append(await flow.__anext__())
+        assert scope.cancelled_caught
+        assert taken == []
+        # The flow is closed: nothing more comes out of it.
+        assert [item async for item in flow] == []
+    assert other_tasks() <= before
+
+
 async def test_consumer_error_is_raised_alone(fleet: dict[str, Any]) -> None:
     before = other_tasks()
 
@@ -404,44 +426,60 @@ async def test_raw_services_page_a_binary_key_table_exactly(moto_server: str) ->
     assert sorted(seen) == sorted(keys)
 
 
-async def test_byte_budget_bounds_pages_in_flight_too() -> None:
+def _segments(url: str, table: str, total: int) -> list[Stream]:
+    """A parallel scan of ``table``, 50 items per page."""
+    return [
+        Stream(
+            "dynamodb",
+            "scan",
+            {"TableName": table, "Segment": s, "TotalSegments": total},
+            region="us-east-1",
+            endpoint_url=url,
+            page_size=50,
+        )
+        for s in range(total)
+    ]
+
+
+async def test_byte_budget_bounds_pages_in_flight_as_parsed() -> None:
     # A request reserves its page's expected size before it is sent, so the
     # pages in flight count against queue_bytes as the queued ones do: with
-    # 32 segments and 64 workers, not every segment holds a page at once.
+    # 16 segments and 64 workers, not every segment holds a page at once.
+    # And pages count as parsed: a DynamoDB page of typed items is several
+    # times its JSON, and a budget counted on the wire let a library scan
+    # hold 1.9 GB at 256 MB.
+    from asyncpager._footprint import footprint
     from asyncpager.testing import LocalEndpoint, Table
 
-    with LocalEndpoint(tables=[Table("budget", 8_000, item_shape="mixed")]) as ep:
-        streams = [
-            Stream(
-                "dynamodb",
-                "scan",
-                {"TableName": "budget", "Segment": s, "TotalSegments": 32},
-                region="us-east-1",
-                endpoint_url=ep.url,
-                page_size=50,
-            )
-            for s in range(32)
-        ]
-        budget = 120_000
-        sizes: list[int] = []
+    with LocalEndpoint(tables=[Table("parsed", 8_000, item_shape="mixed")]) as ep:
+        streams = _segments(ep.url, "parsed", 16)
+        # A budget of eight full pages by their size on the wire.
+        async with Fetcher() as probe, probe.pages(streams[:1]) as first:
+            async for _stream, page in first:
+                budget = 8 * int(page["ResponseMetadata"]["HTTPHeaders"]["content-length"])
+                break
+        wire: list[int] = []
+        memory: list[int] = []
         consumed = peak = 0
         fetcher = Fetcher(concurrency=64, queue_pages=64, queue_bytes=budget)
         async with fetcher, fetcher.pages(streams) as flow:
             async for _stream, page in flow:
-                sizes.append(int(page["ResponseMetadata"]["HTTPHeaders"]["content-length"]))
-                # Pages fetched and not yet consumed, while full pages flow
-                # (each segment ends with a nearly empty page, and many of
-                # those fit in the budget at once, as they should).
-                if consumed < 120:
+                wire.append(int(page["ResponseMetadata"]["HTTPHeaders"]["content-length"]))
+                memory.append(footprint(page))
+                if consumed < 100:
                     peak = max(peak, fetcher.stats.pages - consumed)
                 consumed += 1
                 await anyio.sleep(0.002)
     assert consumed == fetcher.stats.pages >= 160
-    full = sorted(sizes)[len(sizes) // 2]
-    assert budget // full >= 3
-    # The budget's worth, the page held here, and slack for a page larger
-    # than its reservation: far from one page per segment.
-    assert peak <= budget // full + 3 < 32
+    full_wire = sorted(wire)[len(wire) // 2]
+    full_memory = sorted(memory)[len(memory) // 2]
+    assert full_memory > 3 * full_wire
+    # Counted on the wire, eight pages would fit; counted parsed, the
+    # budget's worth, the page held here and slack for a page larger than
+    # its reservation. (The peak is taken while full pages flow: each
+    # segment ends with a nearly empty page, and many of those fit in the
+    # budget at once, as they should.)
+    assert peak <= budget // full_memory + 3 < 8
 
 
 # -- streams handed over while the run goes on ----------------------------------
