@@ -384,6 +384,13 @@ class Fetcher:
     Pacing: ``rate_limits`` builds this fetcher's own :class:`Pacer`; or pass
     ``pacer``, one shared with other fetchers (a :class:`Pacer` used by
     several in one process, or a cluster's shared budget).
+
+    Memory: at most ``queue_pages`` pages wait for the consumers, and the
+    pages fetched and not yet acknowledged (waiting, held, or on their way)
+    take about ``queue_bytes`` at most, counted as they sit in memory once
+    parsed (learnt from the first pages of each operation); a request
+    reserves the largest page of its operation so far, so only pages larger
+    than any before go past it.
     """
 
     def __init__(
