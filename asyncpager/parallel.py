@@ -21,8 +21,9 @@ of what is left (half of it divided among the workers: large shares first,
 small ones at the end). Once nothing is left, it takes part of a busier
 worker's work instead (see ``_Deal``: work stealing, saved on both sides in
 an order that loses nothing), or, with no worker busier than itself, is
-told to ask again later; a worker with no streams of its own left is told
-that nothing more will come.
+told to ask again later; a worker with no streams of its own left waits
+for part of another's, and is told that nothing more will come once no
+other worker runs.
 
 The workers are started before the coordinator plans (see
 :mod:`asyncpager._spawn`: on Linux, forked once the coordinator has imported
@@ -326,6 +327,8 @@ class _Deal:
         self.load = load
         self.inputs: dict[int, IO[bytes]] = {}
         self.running: set[int] = set(range(len(groups)))
+        #: Workers with no streams left, waiting for part of another's.
+        self.idle: set[int] = set()
         self._steal = anyio.Lock()
         self._asked: dict[int, tuple[anyio.Event, list[Stream]]] = {}
 
@@ -454,9 +457,25 @@ async def _hand_out(
     deal: _Deal, index: int, into: IO[bytes], interrupted: anyio.Event, left: int
 ) -> None:
     given = [] if interrupted.is_set() else await deal.give(index, left)
+    if not given and left == 0:
+        # Out of work while another worker still lists: nothing could be
+        # split off just now (a stream splits once it has a page since its
+        # last split). Told "last" at once, a worker that ran out at 0.4 s
+        # went while the other listed alone for 0.9 s more; so it waits
+        # while any other worker has streams of its own, and tries again.
+        deal.idle.add(index)
+        try:
+            while not given and not interrupted.is_set() and deal.running - deal.idle:
+                await anyio.sleep(ASK_POLL)
+                if deal.running - deal.idle and not interrupted.is_set():
+                    given = await deal.give(index, left)
+        finally:
+            deal.idle.discard(index)
     reply: dict[str, Any] = {"streams": [s.to_json() for s in given]}
     if not given and (interrupted.is_set() or left == 0 or not deal.running - {index}):
         reply = {"last": True}
+        # It goes: no other waiting worker waits for it.
+        deal.running.discard(index)
     # Otherwise an empty share: nothing could be split off just now (a
     # stream splits once it has a page); the worker, which still has
     # streams of its own, asks again later.

@@ -280,9 +280,14 @@ def endpoint() -> Iterator[LocalEndpoint]:
 
 
 def export_argv(endpoint: LocalEndpoint, kind: str, out: Path, checkpoint: Path) -> list[str]:
-    source = ["s3", "s3://crash-bucket", "--shards", "6", "--page-size", "250"]
+    # Paced so that a run lasts at least a second and a bit (120 S3 pages,
+    # 240 DynamoDB pages), however fast the machine: the crash tests stop
+    # a run a few tenths of a second after its first save, and two workers
+    # on a fast machine had finished by then.
+    source = ["s3", "s3://crash-bucket", "--shards", "6", "--page-size", "250", "--rate", "100"]
     if kind == "dynamodb":
-        source = ["dynamodb", "crash-table", "--segments", "5", "--page-size", "25"]
+        source = ["dynamodb", "crash-table", "--segments", "5", "--page-size", "25",
+                  "--rate", "200"]  # fmt: skip
     return [
         sys.executable, "-m", "asyncpager", *source, "--endpoint-url", endpoint.url,
         "--region", "us-east-1", "-o", str(out), "--checkpoint", str(checkpoint),

@@ -3,13 +3,14 @@ saved before a worker hears of them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
 import pytest
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState
-from asyncpager.parallel import _Deal, first_deal
+from asyncpager.parallel import _Deal, _hand_out, first_deal
 from asyncpager.streams import Stream
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +148,73 @@ async def test_parts_given_away_that_the_deal_never_saved_are_handed_out_again(
     assert [s.to_json() for s in deal.pool] == [s.to_json() for s in pool] + [lost.to_json()]
     deal.recover_given([part])  # once only
     assert len(deal.pool) == len(pool) + 1
+
+
+async def _reply(pipe: Pipe) -> dict[str, object]:
+    with anyio.fail_after(5):
+        while not pipe.lines:  # noqa: ASYNC110 - a pipe has nothing to wait on
+            await anyio.sleep(0.01)
+    reply: dict[str, object] = json.loads(pipe.lines[-1])
+    return reply
+
+
+async def test_a_worker_out_of_work_waits_for_part_of_a_busy_ones() -> None:
+    # Worker 1 cannot split just now (its streams split on their last page),
+    # then can: worker 0, with nothing left, is not let go in between.
+    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    part = Stream("s3", "ListObjectsV2", {"Bucket": "b"}, shape={"lo": "m"})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
+        with anyio.fail_after(5):
+            answered = 0
+            while answered < 2:
+                if len(pipes[1].lines) > answered:
+                    answered += 1
+                    await deal.received(1, [] if answered == 1 else [part])
+                await anyio.sleep(0.01)
+    assert json.loads(pipes[0].lines[-1]) == {"streams": [part.to_json()]}
+    assert len(pipes[0].lines) == 1
+
+
+async def test_workers_out_of_work_are_let_go_together_or_when_the_busy_one_goes() -> None:
+    # Both out of work: neither waits for the other.
+    deal = _Deal([shards(1), shards(1)], [], None, "fp", load=lambda index: 0)
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
+        tg.start_soon(_hand_out, deal, 1, pipes[1], anyio.Event(), 0)
+    assert [json.loads(p.lines[-1]) for p in pipes] == [{"last": True}, {"last": True}]
+    # One out of work while the other lists and gives nothing: let go once
+    # the other exits.
+    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
+        with anyio.fail_after(5):
+            while len(pipes[1].lines) < 2:
+                if pipes[1].lines and 1 in deal._asked:
+                    await deal.received(1, [])
+                await anyio.sleep(0.01)
+        assert pipes[0].lines == []  # still waiting: worker 1 still runs
+        deal.gone(1)
+    assert await _reply(pipes[0]) == {"last": True}
+
+
+async def test_a_waiting_worker_is_let_go_when_the_run_is_interrupted() -> None:
+    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    interrupted = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_hand_out, deal, 0, pipes[0], interrupted, 0)
+        with anyio.fail_after(5):
+            while not pipes[1].lines:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        await deal.received(1, [])
+        interrupted.set()
+    assert await _reply(pipes[0]) == {"last": True}
+    assert deal.idle == set()
