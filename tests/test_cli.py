@@ -657,7 +657,9 @@ def test_taking_part_of_anothers_work_survives_kill_9(
     # Shards are narrowed on one side and parts taken on the other, each
     # saved before the other hears of it: any kill leaves every key once.
     checkpoint = tmp_path / "cp.json"
-    argv = [*stealing_argv(endpoint, tmp_path), "--checkpoint", str(checkpoint)]
+    # Paced (120 pages, two seconds at least), so that each run is still
+    # listing when it is killed, however fast the machine (see export_argv).
+    argv = [*stealing_argv(endpoint, tmp_path), "--checkpoint", str(checkpoint), "--rate", "60"]
     outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.5, 0.3, 0.4])
     assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
     keys = [r["Key"] for r in read_records(tmp_path / "out.jsonl")]
