@@ -482,6 +482,23 @@ async def test_byte_budget_bounds_pages_in_flight_as_parsed() -> None:
     assert peak <= budget // full_memory + 3 < 8
 
 
+async def test_pages_are_sized_once_per_fetcher_not_per_flow() -> None:
+    # Walking a parsed page to learn its size costs about as much as parsing
+    # it: a fetcher that runs one flow after another learns it once.
+    from asyncpager._footprint import SAMPLES
+    from asyncpager.testing import LocalEndpoint, Table
+
+    with LocalEndpoint(tables=[Table("sized", 2_000, item_shape="mixed")]) as ep:
+        streams = _segments(ep.url, "sized", 4)
+        async with Fetcher() as fetcher:
+            async for _stream, _page in fetcher.pages(streams):
+                pass
+            walked = fetcher._sizer._ratios[("dynamodb", "scan")][1]
+            async for _stream, _page in fetcher.pages(streams):
+                pass
+            assert fetcher._sizer._ratios[("dynamodb", "scan")][1] == walked <= SAMPLES
+
+
 # -- streams handed over while the run goes on ----------------------------------
 
 

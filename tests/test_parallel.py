@@ -150,20 +150,24 @@ async def test_parts_given_away_that_the_deal_never_saved_are_handed_out_again(
     assert len(deal.pool) == len(pool) + 1
 
 
-async def _reply(pipe: Pipe) -> dict[str, object]:
-    with anyio.fail_after(5):
-        while not pipe.lines:  # noqa: ASYNC110 - a pipe has nothing to wait on
-            await anyio.sleep(0.01)
-    reply: dict[str, object] = json.loads(pipe.lines[-1])
-    return reply
+def _reply(pipe: Pipe) -> object:
+    """The last answer written to a worker."""
+    return json.loads(pipe.lines[-1])
+
+
+def _two_workers(load: int) -> tuple[_Deal, list[Pipe]]:
+    """A deal between worker 0 (one shard) and worker 1 (three), each with
+    ``load`` streams left as its figures say, and their inputs."""
+    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: load)
+    pipes = [Pipe(), Pipe()]
+    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    return deal, pipes
 
 
 async def test_a_worker_out_of_work_waits_for_part_of_a_busy_ones() -> None:
     # Worker 1 cannot split just now (its streams split on their last page),
     # then can: worker 0, with nothing left, is not let go in between.
-    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
-    pipes = [Pipe(), Pipe()]
-    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    deal, pipes = _two_workers(3)
     part = Stream("s3", "ListObjectsV2", {"Bucket": "b"}, shape={"lo": "m"})
     async with anyio.create_task_group() as tg:
         tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
@@ -174,24 +178,20 @@ async def test_a_worker_out_of_work_waits_for_part_of_a_busy_ones() -> None:
                     answered += 1
                     await deal.received(1, [] if answered == 1 else [part])
                 await anyio.sleep(0.01)
-    assert json.loads(pipes[0].lines[-1]) == {"streams": [part.to_json()]}
+    assert _reply(pipes[0]) == {"streams": [part.to_json()]}
     assert len(pipes[0].lines) == 1
 
 
 async def test_workers_out_of_work_are_let_go_together_or_when_the_busy_one_goes() -> None:
     # Both out of work: neither waits for the other.
-    deal = _Deal([shards(1), shards(1)], [], None, "fp", load=lambda index: 0)
-    pipes = [Pipe(), Pipe()]
-    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    deal, pipes = _two_workers(0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
         tg.start_soon(_hand_out, deal, 1, pipes[1], anyio.Event(), 0)
-    assert [json.loads(p.lines[-1]) for p in pipes] == [{"last": True}, {"last": True}]
+    assert [_reply(p) for p in pipes] == [{"last": True}, {"last": True}]
     # One out of work while the other lists and gives nothing: let go once
     # the other exits.
-    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
-    pipes = [Pipe(), Pipe()]
-    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    deal, pipes = _two_workers(3)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
         with anyio.fail_after(5):
@@ -201,13 +201,11 @@ async def test_workers_out_of_work_are_let_go_together_or_when_the_busy_one_goes
                 await anyio.sleep(0.01)
         assert pipes[0].lines == []  # still waiting: worker 1 still runs
         deal.gone(1)
-    assert await _reply(pipes[0]) == {"last": True}
+    assert _reply(pipes[0]) == {"last": True}
 
 
 async def test_a_waiting_worker_is_let_go_when_the_run_is_interrupted() -> None:
-    deal = _Deal([shards(1), shards(3)], [], None, "fp", load=lambda index: 3)
-    pipes = [Pipe(), Pipe()]
-    deal.inputs = {0: pipes[0], 1: pipes[1]}  # type: ignore[dict-item]
+    deal, pipes = _two_workers(3)
     interrupted = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_hand_out, deal, 0, pipes[0], interrupted, 0)
@@ -216,5 +214,5 @@ async def test_a_waiting_worker_is_let_go_when_the_run_is_interrupted() -> None:
                 await anyio.sleep(0.01)
         await deal.received(1, [])
         interrupted.set()
-    assert await _reply(pipes[0]) == {"last": True}
+    assert _reply(pipes[0]) == {"last": True}
     assert deal.idle == set()
