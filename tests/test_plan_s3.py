@@ -130,20 +130,23 @@ async def test_a_stream_given_away_is_listed_once_between_the_two(
         assert idle.give_away() == []
 
 
-async def test_no_split_while_pages_wait_for_the_consumer(
-    moto_server: str, buckets: dict[str, list[str]]
-) -> None:
-    # A consumer that is behind (here: not reading at all for a while) is
-    # the bound; splitting would only add requests. Once it reads again and
-    # the queue empties, splitting resumes as ever.
+async def _splits_while_pages_wait(
+    moto_server: str, buckets: dict[str, list[str]], held_for: float
+) -> tuple[int, int]:
+    """Splits made before and after two pages wait for a consumer that has
+    held its first page for ``held_for`` seconds of the fetcher's clock (a
+    clock that moves only by hand); every key is listed once either way."""
+    from asyncpager import FakeClock
     from asyncpager.engine import SPLIT_WAITING
 
     streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
     keys: list[str] = []
-    fetcher = Fetcher(concurrency=6, queue_pages=8)
+    clock = FakeClock(autojump=False)
+    fetcher = Fetcher(concurrency=6, queue_pages=8, clock=clock)
     async with fetcher, fetcher.pages(streams) as flow:
         pages = aiter(flow)
         _stream, first = await anext(pages)
+        clock.advance(held_for)
         keys += [c["Key"] for c in first.get("Contents", [])]
         # The stats are plain counters with no event to wait on: polled
         # while moto answers the requests in flight.
@@ -154,10 +157,32 @@ async def test_no_split_while_pages_wait_for_the_consumer(
             while fetcher.stats.pages < fetched + 3 and fetcher.stats.queue_depth < 8:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         assert fetcher.stats.pages > fetched
-        assert fetcher.stats.splits == splits
+        after = fetcher.stats.splits
         async for _stream, page in pages:
             keys += [c["Key"] for c in page.get("Contents", [])]
     assert utf8_sorted(keys) == utf8_sorted(HOT_KEYS)
+    return splits, after
+
+
+async def test_no_split_while_pages_wait_for_a_busy_consumer(
+    moto_server: str, buckets: dict[str, list[str]]
+) -> None:
+    # A consumer that is behind (here: holding its first page for a second,
+    # all of the run's time) is the bound; splitting would only add
+    # requests. Once it reads again and the queue empties, splitting
+    # resumes as ever.
+    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=1.0)
+    assert after == before
+
+
+async def test_pages_waiting_for_an_idle_consumer_do_not_stop_splits(
+    moto_server: str, buckets: dict[str, list[str]]
+) -> None:
+    # The same pages waiting, but no time has passed on the fetcher's clock:
+    # they came together and the consumer has not been busy, so it is not
+    # the bound (as when many answers are parsed in one turn of the loop).
+    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
+    assert after > before
 
 
 async def test_prefix_and_delimiter(moto_server: str, buckets: dict[str, list[str]]) -> None:

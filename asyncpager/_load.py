@@ -1,0 +1,100 @@
+"""How busy a run's consumers and its event loop are: what says whether one
+more stream would help."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["WINDOW", "ConsumerLoad", "LoopLoad"]
+
+#: Seconds over which the share is measured: the last one to two of these.
+WINDOW = 0.25
+
+
+class _Rate:
+    """How fast a running total grew over the last one to two windows: long
+    enough that one long page does not decide alone, short enough that an
+    old spell is forgotten."""
+
+    __slots__ = ("_marks", "window")
+
+    def __init__(self, now: float, total: float, window: float) -> None:
+        self.window = window
+        # (time, total) where the previous and the current window began.
+        self._marks = ((now, total), (now, total))
+
+    def over(self, now: float, total: float) -> float:
+        previous, current = self._marks
+        if now - current[0] >= self.window:
+            self._marks = previous, current = current, (now, total)
+        span = now - previous[0]
+        return (total - previous[1]) / span if span > 0 else 0.0
+
+
+class ConsumerLoad:
+    """The share of recent time the consumers spent holding pages.
+
+    A page is held from when a consumer takes it until it is acknowledged
+    (``consume`` returned; with ``pages()``, the next page was asked for).
+    A share near 1 means the consumers are the bound: pages wait because
+    they cannot keep up. Pages waiting while the share is low only arrived
+    together (a loop turn in which many answers were parsed) and are taken
+    as soon as the consumer runs.
+
+    Times are the caller's clock (the fetcher's); the share is over the last
+    one to two windows of ``window`` seconds.
+    """
+
+    __slots__ = ("_done", "_held", "_rate", "_since", "consumers")
+
+    def __init__(self, consumers: int, now: float, window: float = WINDOW) -> None:
+        self.consumers = max(1, consumers)
+        self._held = 0  # pages in consumers' hands
+        self._since = 0.0  # the sum of the times they were taken
+        self._done = 0.0  # time spent on pages already returned
+        self._rate = _Rate(now, 0.0, window)
+
+    def busy(self, now: float) -> float:
+        """Seconds spent holding pages since the start, the held ones included."""
+        return self._done + self._held * now - self._since
+
+    def took(self, now: float) -> None:
+        self._held += 1
+        self._since += now
+
+    def returned(self, taken: float, now: float) -> None:
+        self._held -= 1
+        self._since -= taken
+        self._done += now - taken
+
+    def share(self, now: float) -> float:
+        """Busy time per consumer over the last one to two windows (0 to 1;
+        above 1 when more tasks consume than were declared)."""
+        return self._rate.over(now, self.busy(now)) / self.consumers
+
+
+class LoopLoad:
+    """The share of recent wall time the event loop's thread spent on CPU.
+
+    Near 1, the loop is the bound: another stream adds a request's CPU (and
+    a page read past a split's bound) without adding pages per second. This
+    measures the machine, not a wait, so it reads real time (and the thread's
+    CPU time), not the fetcher's injected clock. Over the last one to two
+    windows, as :class:`ConsumerLoad`.
+    """
+
+    __slots__ = ("_cpu", "_rate", "_wall")
+
+    def __init__(
+        self,
+        window: float = WINDOW,
+        wall: Callable[[], float] = time.perf_counter,
+        cpu: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self._wall = wall
+        self._cpu = cpu
+        self._rate = _Rate(wall(), cpu(), window)
+
+    def share(self) -> float:
+        return self._rate.over(self._wall(), self._cpu())

@@ -1,0 +1,79 @@
+"""What says whether one more stream would help: the consumers' and the loop's load."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncpager._load import ConsumerLoad, LoopLoad
+
+
+def test_a_consumer_holding_pages_all_the_time_is_fully_busy() -> None:
+    load = ConsumerLoad(1, now=0.0, window=0.25)
+    load.took(0.0)
+    load.returned(0.0, 0.2)
+    load.took(0.2)
+    assert load.share(0.5) == pytest.approx(1.0)
+    # Still holding: held time counts before it is returned.
+    assert load.share(1.0) == pytest.approx(1.0)
+
+
+def test_idle_spells_lower_the_share_and_old_ones_are_forgotten() -> None:
+    load = ConsumerLoad(1, now=0.0, window=0.25)
+    load.took(0.0)
+    load.returned(0.0, 0.1)
+    # 0.1 s of 0.3 s.
+    assert load.share(0.3) == pytest.approx(1 / 3)
+    # Busy from 0.3 on; asked once per window, each share covers the last.
+    load.took(0.3)
+    assert load.share(0.6) == pytest.approx(1.0)
+    assert load.share(0.9) == pytest.approx(1.0)
+    load.returned(0.3, 0.9)
+    # Asked within a window, the share reaches back to the previous mark
+    # (0.6): busy 0.3 s of 0.4 s.
+    assert load.share(1.0) == pytest.approx(0.75)
+    # The next window begins at 0.9: idle since, the busy spell forgotten.
+    assert load.share(1.2) == pytest.approx(0.0)
+
+
+def test_the_share_is_per_declared_consumer() -> None:
+    load = ConsumerLoad(4, now=0.0, window=0.25)
+    load.took(0.0)
+    load.took(0.0)
+    assert load.share(1.0) == pytest.approx(0.5)
+
+
+def test_no_time_passed_reads_as_idle() -> None:
+    load = ConsumerLoad(1, now=5.0)
+    load.took(5.0)
+    assert load.share(5.0) == 0.0
+
+
+class _Times:
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def run(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_loop_load_is_cpu_time_over_wall_time() -> None:
+    t = _Times()
+    load = LoopLoad(window=0.25, wall=lambda: t.wall, cpu=lambda: t.cpu)
+    assert load.share() == 0.0
+    t.run(0.3, 0.3)
+    assert load.share() == pytest.approx(1.0)
+    t.run(0.1, 0.01)
+    # Within the window: 0.31 s of CPU over 0.0 to 0.4.
+    assert load.share() == pytest.approx(0.775)
+    t.run(0.2, 0.02)
+    # A new window from 0.3: the busy first 0.3 s are forgotten.
+    assert load.share() == pytest.approx(0.1)
+
+
+def test_loop_load_reads_the_threads_own_cpu_time() -> None:
+    load = LoopLoad(window=0.0)
+    spin = sum(range(200_000))
+    assert spin > 0
+    assert 0.0 < load.share() <= 1.5
