@@ -942,19 +942,22 @@ class _Run:
     def _maybe_split(self, run: _StreamRun, cursor: Cursor, waiting: int) -> None:
         if not self.fetcher.split_enabled:
             return
-        # Split while there are workers with nothing to do, unless the
-        # consumers are behind: then what consumes the pages (parse, write)
-        # is the bound, and a new stream only adds requests, each with its
-        # CPU and a short first page (an S3 export on two workers made 1,471
-        # requests for a million keys, 471 more than full pages). Behind is
-        # pages waiting *and* consumers busy most of the time: answers that
-        # arrive in one turn of the loop wait together for a consumer that
-        # is idle the rest of the time (the export's, at half its time, saw
-        # two or more waiting at half the pages; held back then, its S3
-        # listing kept 10 to 20 of its 32 requests in flight at 50 ms).
-        # (Measured at every page, so that its windows stay recent.)
-        busy = self.load.share(self.fetcher.clock.now())
-        if waiting >= SPLIT_WAITING and busy >= CONSUMERS_BOUND:
+        # Split while there are workers with nothing to do, unless pages
+        # wait and what takes them is the bound: the consumers (busy most of
+        # the time) or the loop (on CPU most of the time, it parses answers
+        # faster than it gets round to the consumer). A new stream then only
+        # adds requests, each with its CPU and a short first page (an S3
+        # export on two workers made 1,471 requests for a million keys, 471
+        # more than full pages), and pages in memory. Pages waiting alone do
+        # not say so: answers that arrive in one turn of the loop wait
+        # together for a consumer idle the rest of the time (the export's,
+        # at half its time, saw two or more waiting at half the pages; held
+        # back then, its S3 listing kept 10 to 20 of its 32 requests in
+        # flight at 50 ms). The shares are measured at every page, so that
+        # their windows stay recent.
+        consumers = self.load.share(self.fetcher.clock.now())
+        loop = self.loop_load.share()
+        if waiting >= SPLIT_WAITING and (consumers >= CONSUMERS_BOUND or loop >= LOOP_BOUND):
             return
         idle = self.fetcher.concurrency - self.busy - len(self.runnable)
         if idle <= 0:
@@ -968,7 +971,7 @@ class _Run:
         # every page, 31 of 32. Once the loop is the bound, the extra
         # requests only cost CPU (at 50 ms: 5% slower), and a stream splits
         # after every page only while most slots are idle.
-        urgent = 2 * idle > self.fetcher.concurrency or self.loop_load.share() < LOOP_BOUND
+        urgent = 2 * idle > self.fetcher.concurrency or loop < LOOP_BOUND
         outcome = cursor.split(urgent=urgent)
         if outcome is None:
             return

@@ -185,6 +185,25 @@ async def test_pages_waiting_for_an_idle_consumer_do_not_stop_splits(
     assert after > before
 
 
+class _BusyLoop:
+    """A loop that reads as always on CPU (the engine's LoopLoad measures
+    this thread's real CPU time, which a test cannot set)."""
+
+    def share(self) -> float:
+        return 1.0
+
+
+async def test_pages_waiting_while_the_loop_is_on_cpu_stop_splits(
+    moto_server: str, buckets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The consumer is idle, but the loop parses answers faster than it gets
+    # round to it: the loop is the bound, and a new stream would only add
+    # requests and pages in memory.
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", _BusyLoop)
+    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
+    assert after == before
+
+
 async def test_prefix_and_delimiter(moto_server: str, buckets: dict[str, list[str]]) -> None:
     awk = next(b for b in buckets if b.startswith("awk-"))
     streams = plan_s3(
