@@ -342,7 +342,8 @@ class _Hooks:
 #: the consumers are also busy at least CONSUMERS_BOUND of the time.
 SPLIT_WAITING = 2
 CONSUMERS_BOUND = 0.8
-#: The share of wall time on CPU at which the loop counts as the bound.
+#: The share of wall time on CPU at which the loop counts as the bound
+#: (no stream splits then).
 LOOP_BOUND = 0.9
 
 #: What a request of a stream with no page yet reserves in memory, before
@@ -942,37 +943,31 @@ class _Run:
     def _maybe_split(self, run: _StreamRun, cursor: Cursor, waiting: int) -> None:
         if not self.fetcher.split_enabled:
             return
-        # Split while there are workers with nothing to do, unless pages
-        # wait and what takes them is the bound: the consumers (busy most of
-        # the time) or the loop (on CPU most of the time, it parses answers
-        # faster than it gets round to the consumer). A new stream then only
-        # adds requests, each with its CPU and a short first page (an S3
-        # export on two workers made 1,471 requests for a million keys, 471
-        # more than full pages), and pages in memory. Pages waiting alone do
-        # not say so: answers that arrive in one turn of the loop wait
-        # together for a consumer idle the rest of the time (the export's,
-        # at half its time, saw two or more waiting at half the pages; held
-        # back then, its S3 listing kept 10 to 20 of its 32 requests in
-        # flight at 50 ms). The shares are measured at every page, so that
-        # their windows stay recent.
-        consumers = self.load.share(self.fetcher.clock.now())
+        # A new stream helps only where latency is the bound: it is worth a
+        # request (the narrowed stream's last page runs past its new bound,
+        # the new one starts with a short page) and pages in memory. So a
+        # stream splits after each of its pages while a slot is idle, unless
+        # what takes the pages is the bound instead:
+        # - the loop, on CPU most of the time: at 0 ms, splits then grew the
+        #   answers in flight with the listing's size (peak RSS 73 MiB at 1M
+        #   keys, 84 at 10M; without them, 67 and 68, and 20% faster);
+        # - the consumers, busy most of the time while pages wait for them.
+        #   Pages waiting alone do not say so: answers that arrive in one turn
+        #   of the loop wait together for a consumer idle the rest of the
+        #   time (the export's, busy half its time, saw two or more waiting
+        #   at half the pages; held back then, its S3 listing kept 10 to 20
+        #   of its 32 requests in flight at 50 ms).
+        # Splitting every 4 pages once half the slots were busy, as before,
+        # kept 15 of 32 in flight listing a tree of folders at 100 ms (the
+        # loop at 55%), 31 of 32 on every page. The shares are measured at
+        # every page, so that their windows stay recent.
         loop = self.loop_load.share()
-        if waiting >= SPLIT_WAITING and (consumers >= CONSUMERS_BOUND or loop >= LOOP_BOUND):
+        consumers = self.load.share(self.fetcher.clock.now())
+        if loop >= LOOP_BOUND or (waiting >= SPLIT_WAITING and consumers >= CONSUMERS_BOUND):
             return
-        idle = self.fetcher.concurrency - self.busy - len(self.runnable)
-        if idle <= 0:
+        if self.busy + len(self.runnable) >= self.fetcher.concurrency:
             return
-        # A split costs about a request (the narrowed stream's last page
-        # runs past its new bound; the new one starts with a short page).
-        # Worth it after every page while slots are idle and the loop has
-        # CPU to spare: listing a million keys in a tree of folders at 100 ms
-        # per request, splitting only every 4 pages once half the slots were
-        # busy kept 15 of 32 in flight (154 pages/s, the loop at 55%); on
-        # every page, 31 of 32. Once the loop is the bound, the extra
-        # requests only cost CPU (at 50 ms: 5% slower), and a stream splits
-        # after every page only while most slots are idle.
-        urgent = 2 * idle > self.fetcher.concurrency or loop < LOOP_BOUND
-        outcome = cursor.split(urgent=urgent)
+        outcome = cursor.split()
         if outcome is None:
             return
         narrowed, new = outcome
@@ -999,7 +994,7 @@ class _Run:
             if given and len(given) >= len(running) // 2:
                 break
             assert run.cursor is not None
-            outcome = run.cursor.split(urgent=True)
+            outcome = run.cursor.split()
             if outcome is None:
                 continue
             run.shape, part = outcome

@@ -193,12 +193,11 @@ class _BusyLoop:
         return 1.0
 
 
-async def test_pages_waiting_while_the_loop_is_on_cpu_stop_splits(
+async def test_no_split_while_the_loop_is_on_cpu(
     moto_server: str, buckets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The consumer is idle, but the loop parses answers faster than it gets
-    # round to it: the loop is the bound, and a new stream would only add
-    # requests and pages in memory.
+    # The consumer is idle, but the loop is on CPU all the time: it is the
+    # bound, and a new stream would only add requests and pages in memory.
     monkeypatch.setattr("asyncpager.engine.LoopLoad", _BusyLoop)
     before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
     assert after == before
@@ -371,19 +370,16 @@ async def test_a_fresh_shard_reads_a_short_page_first_then_full_pages() -> None:
 
 
 @pytest.mark.slow
-async def test_a_shard_splits_after_one_page_only_when_urgent() -> None:
-    from asyncpager.plan.s3 import SPLIT_EVERY
+async def test_a_shard_splits_once_per_page() -> None:
     from asyncpager.testing import Bucket
 
-    async with _cursor_on(Bucket("urgent", 20_000, "flat")) as cursor:
-        await cursor.next_page()
+    async with _cursor_on(Bucket("perpage", 20_000, "flat")) as cursor:
+        # Nothing listed yet: nothing learnt of where the names are.
         assert cursor.split() is None
-        assert cursor.split(urgent=True) is not None
-        for _ in range(SPLIT_EVERY - 1):
+        for _ in range(3):
             await cursor.next_page()
+            assert cursor.split() is not None
             assert cursor.split() is None
-        await cursor.next_page()
-        assert cursor.split() is not None
 
 
 @pytest.mark.slow
@@ -395,7 +391,7 @@ async def test_a_split_lands_among_the_characters_names_use() -> None:
         await cursor.next_page()
         await cursor.next_page()
         after = cursor.position["after"]
-        narrowed, new = cursor.split(urgent=True)
+        narrowed, new = cursor.split()
     point = new.shape["lo"]
     assert narrowed.shape["hi"] == point
     shared = len(os.path.commonprefix([after, point]))  # noqa: RUF071 - characters wanted

@@ -63,9 +63,6 @@ __all__ = [
 ]
 
 KIND = "s3-range"
-#: Pages a shard lists between two splits (see S3RangeCursor.split); one
-#: page when most workers are idle.
-SPLIT_EVERY = 4
 #: Keys a shard keeps from its recent pages (one in SAMPLE_STEP of each) to
 #: learn where names are when it splits.
 SAMPLE_KEYS = 256
@@ -409,18 +406,18 @@ class S3RangeCursor:
     def position(self) -> Any:
         return {"after": self._after, "token": self._token}
 
-    def split(self, *, urgent: bool = False) -> tuple[Stream, Stream] | None:
+    def split(self) -> tuple[Stream, Stream] | None:
         # A split costs up to a page: the narrowed shard's last page runs
         # past its new bound and that part is parsed for nothing. A shard
-        # splits at most once every SPLIT_EVERY pages, which keeps that
-        # waste small, or after every page while most workers are idle
-        # (urgent): the stream count must grow fastest while it is lowest
-        # (measured on a simulated 300-page listing of nested folders at
-        # 64 workers: 108 rounds of requests with 4 pages, 25 with this).
+        # splits at most once per page it got; the engine asks only while
+        # a slot is idle and the loop has CPU to spare (Fetcher._maybe_split),
+        # where a stream more is worth that page: the stream count must grow
+        # fastest while it is lowest (measured on a simulated 300-page
+        # listing of nested folders at 64 workers: 108 rounds of requests
+        # splitting every 4 pages, 25 splitting on every page).
         if self._finished or not self._splittable:
             return None
-        every = 1 if urgent else SPLIT_EVERY
-        if self._count - self._pages_at_split < every:
+        if self._count == self._pages_at_split:
             return None
         self._pages_at_split = self._count
         halves = split_after(
