@@ -23,7 +23,9 @@ The endpoint runs in its own process on core 0, every other client on core 1.
 CPU is the client process's user + system time (every thread, start-up
 included), from ``wait4``; the same run on a one-item bucket or table gives
 the fixed cost (imports, clients), which the per-million figure leaves out.
-items/s is items over the span from the first request to the last item.
+items/s is items over the span from the first request to the last item;
+``wall s`` is the whole process, start-up to exit, and with ``--workers N``
+the command with one worker is compared with N wall to wall.
 The machine is shared: quote ratios of one run, not absolute figures.
 """
 
@@ -167,6 +169,9 @@ def _summary(label: str, runs: list[dict[str, Any]], fixed: float) -> dict[str, 
         "run": label,
         "items": items,
         "items_per_s": items / span,
+        # The whole process, start-up included: what compares one process
+        # with several, whose span is their coordinator's wall.
+        "wall": statistics.median(r["wall"] for r in runs),
         "cpu": cpu,
         "fixed_cpu": fixed,
         "cpu_per_million": (cpu - fixed) / items * 1e6,
@@ -272,16 +277,33 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))
     base = {r["run"].split()[0]: r for r in rows if r["run"].endswith("bare Fetcher")}
     boto = {r["run"].split()[0]: r for r in rows if r["run"].endswith("boto3 paginator")}
-    print("| run | items | items/s | CPU s | fixed CPU s | CPU s / M items | vs bare | vs boto3 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| run | items | items/s | wall s | CPU s | fixed CPU s | CPU s / M items | vs bare "
+        "| vs boto3 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         kind = r["run"].split()[0]
         vs_bare = r["cpu_per_million"] / base[kind]["cpu_per_million"]
         vs_boto = f"{r['items_per_s'] / boto[kind]['items_per_s']:.1f}x" if kind in boto else "-"
         print(
-            f"| {r['run']} | {r['items']:,} | {r['items_per_s']:,.0f} | {r['cpu']:.2f} | "
+            f"| {r['run']} | {r['items']:,} | {r['items_per_s']:,.0f} | {r['wall']:.2f} | "
+            f"{r['cpu']:.2f} | "
             f"{r['fixed_cpu']:.2f} | {r['cpu_per_million']:.1f} | {vs_bare:.2f}x | {vs_boto} |"
         )
+    if args.workers > 1:
+        # One process against N, wall to wall: both counted from start-up
+        # to exit (items/s above counts one process's listing span only).
+        for kind in dict.fromkeys(r["run"].split()[0] for r in rows):
+            one = next((r for r in rows if r["run"] == f"{kind} CLI -> {outputs[0]}"), None)
+            label = f"{kind} CLI -> {outputs[0]}, --workers {args.workers} (wall)"
+            many = next((r for r in rows if r["run"] == label), None)
+            if one is not None and many is not None:
+                ratio = one["wall"] / many["wall"]
+                print(
+                    f"\n{kind}: 1 -> {args.workers} workers, wall to wall: "
+                    f"{one['wall']:.2f} s -> {many['wall']:.2f} s, {ratio:.2f}x"
+                )
     print(json.dumps(rows), file=sys.stderr)
     return 0
 
