@@ -72,8 +72,19 @@ def test_loop_load_is_cpu_time_over_wall_time() -> None:
     assert load.share() == pytest.approx(0.1)
 
 
+def test_loop_load_counts_from_the_first_time_it_is_asked() -> None:
+    # The wait for the first answers (idle) is not counted as spare CPU.
+    t = _Times()
+    load = LoopLoad(window=0.25, wall=lambda: t.wall, cpu=lambda: t.cpu)
+    t.run(1.0, 0.0)
+    assert load.share() == 0.0
+    t.run(0.3, 0.3)
+    assert load.share() == pytest.approx(1.0)
+
+
 def test_loop_load_reads_the_threads_own_cpu_time() -> None:
     load = LoopLoad(window=0.0)
+    assert load.share() == 0.0
     spin = sum(range(200_000))
     assert spin > 0
     assert 0.0 < load.share() <= 1.5
