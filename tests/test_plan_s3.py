@@ -130,6 +130,22 @@ async def test_a_stream_given_away_is_listed_once_between_the_two(
         assert idle.give_away() == []
 
 
+class _IdleLoop:
+    """A loop that reads as never on CPU: the consumer rule alone decides,
+    whatever else loads the machine running the tests."""
+
+    def share(self) -> float:
+        return 0.0
+
+
+class _BusyLoop:
+    """A loop that reads as always on CPU (the engine's LoopLoad measures
+    this thread's real CPU time, which a test cannot set)."""
+
+    def share(self) -> float:
+        return 1.0
+
+
 async def _splits_while_pages_wait(
     moto_server: str, buckets: dict[str, list[str]], held_for: float
 ) -> tuple[int, int]:
@@ -165,32 +181,26 @@ async def _splits_while_pages_wait(
 
 
 async def test_no_split_while_pages_wait_for_a_busy_consumer(
-    moto_server: str, buckets: dict[str, list[str]]
+    moto_server: str, buckets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A consumer that is behind (here: holding its first page for a second,
     # all of the run's time) is the bound; splitting would only add
     # requests. Once it reads again and the queue empties, splitting
     # resumes as ever.
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", _IdleLoop)
     before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=1.0)
     assert after == before
 
 
 async def test_pages_waiting_for_an_idle_consumer_do_not_stop_splits(
-    moto_server: str, buckets: dict[str, list[str]]
+    moto_server: str, buckets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The same pages waiting, but no time has passed on the fetcher's clock:
     # they came together and the consumer has not been busy, so it is not
     # the bound (as when many answers are parsed in one turn of the loop).
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", _IdleLoop)
     before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
     assert after > before
-
-
-class _BusyLoop:
-    """A loop that reads as always on CPU (the engine's LoopLoad measures
-    this thread's real CPU time, which a test cannot set)."""
-
-    def share(self) -> float:
-        return 1.0
 
 
 async def test_no_split_while_the_loop_is_on_cpu(
