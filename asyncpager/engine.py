@@ -688,7 +688,7 @@ class _Run:
         self.runnable: deque[_StreamRun] = deque(self.runs)
         self.active = len(self.runs)  # streams not yet done or failed
         self.busy = 0  # workers fetching right now
-        self.load = ConsumerLoad(consumers, fetcher.clock.now())
+        self.consumer_load = ConsumerLoad(consumers, fetcher.clock.now())
         self.loop_load = LoopLoad()
         self.wakeup = anyio.Event()
         self.budget = _ByteBudget(fetcher.queue_bytes)
@@ -962,7 +962,7 @@ class _Run:
         # loop at 55%), 31 of 32 on every page. The shares are measured at
         # every page, so that their windows stay recent.
         loop = self.loop_load.share()
-        consumers = self.load.share(self.fetcher.clock.now())
+        consumers = self.consumer_load.share(self.fetcher.clock.now())
         if loop >= LOOP_BOUND or (waiting >= SPLIT_WAITING and consumers >= CONSUMERS_BOUND):
             return
         if self.busy + len(self.runnable) >= self.fetcher.concurrency:
@@ -1032,10 +1032,10 @@ class _Run:
     def took(self, delivery: _Delivery) -> None:
         """A consumer has the page from now until it is acknowledged."""
         delivery.taken = now = self.fetcher.clock.now()
-        self.load.took(now)
+        self.consumer_load.took(now)
 
     def ack(self, delivery: _Delivery) -> None:
-        self.load.returned(delivery.taken, self.fetcher.clock.now())
+        self.consumer_load.returned(delivery.taken, self.fetcher.clock.now())
         run = delivery.run
         run.stats.outstanding -= 1
         self.budget.release(delivery.size)

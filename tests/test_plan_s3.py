@@ -130,31 +130,34 @@ async def test_a_stream_given_away_is_listed_once_between_the_two(
         assert idle.give_away() == []
 
 
-class _IdleLoop:
-    """A loop that reads as never on CPU: the consumer rule alone decides,
-    whatever else loads the machine running the tests."""
+class _Loop:
+    """A loop whose CPU share reads ``share`` whatever the machine does (the
+    engine's LoopLoad measures this thread's real CPU time, which a test
+    cannot set), so that one rule at a time decides."""
+
+    def __init__(self, share: float) -> None:
+        self._share = share
 
     def share(self) -> float:
-        return 0.0
-
-
-class _BusyLoop:
-    """A loop that reads as always on CPU (the engine's LoopLoad measures
-    this thread's real CPU time, which a test cannot set)."""
-
-    def share(self) -> float:
-        return 1.0
+        return self._share
 
 
 async def _splits_while_pages_wait(
-    moto_server: str, buckets: dict[str, list[str]], held_for: float
+    moto_server: str,
+    buckets: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    held_for: float,
+    loop: float = 0.0,
 ) -> tuple[int, int]:
     """Splits made before and after two pages wait for a consumer that has
     held its first page for ``held_for`` seconds of the fetcher's clock (a
-    clock that moves only by hand); every key is listed once either way."""
+    clock that moves only by hand), the loop reading ``loop`` of its time on
+    CPU; every key is listed once either way."""
     from asyncpager import FakeClock
     from asyncpager.engine import SPLIT_WAITING
 
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", lambda: _Loop(loop))
     streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
     keys: list[str] = []
     clock = FakeClock(autojump=False)
@@ -187,8 +190,7 @@ async def test_no_split_while_pages_wait_for_a_busy_consumer(
     # all of the run's time) is the bound; splitting would only add
     # requests. Once it reads again and the queue empties, splitting
     # resumes as ever.
-    monkeypatch.setattr("asyncpager.engine.LoopLoad", _IdleLoop)
-    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=1.0)
+    before, after = await _splits_while_pages_wait(moto_server, buckets, monkeypatch, held_for=1)
     assert after == before
 
 
@@ -198,8 +200,7 @@ async def test_pages_waiting_for_an_idle_consumer_do_not_stop_splits(
     # The same pages waiting, but no time has passed on the fetcher's clock:
     # they came together and the consumer has not been busy, so it is not
     # the bound (as when many answers are parsed in one turn of the loop).
-    monkeypatch.setattr("asyncpager.engine.LoopLoad", _IdleLoop)
-    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
+    before, after = await _splits_while_pages_wait(moto_server, buckets, monkeypatch, held_for=0)
     assert after > before
 
 
@@ -208,8 +209,9 @@ async def test_no_split_while_the_loop_is_on_cpu(
 ) -> None:
     # The consumer is idle, but the loop is on CPU all the time: it is the
     # bound, and a new stream would only add requests and pages in memory.
-    monkeypatch.setattr("asyncpager.engine.LoopLoad", _BusyLoop)
-    before, after = await _splits_while_pages_wait(moto_server, buckets, held_for=0.0)
+    before, after = await _splits_while_pages_wait(
+        moto_server, buckets, monkeypatch, held_for=0, loop=1.0
+    )
     assert after == before
 
 
