@@ -32,7 +32,6 @@ from botocore.utils import merge_dicts, set_value_from_jmespath
 
 from asyncpager._clock import Clock, SystemClock
 from asyncpager.errors import (
-    AsyncPagerError,
     ConfigurationError,
     PaginationError,
     RepeatedTokenError,
@@ -211,7 +210,6 @@ class PageStream:
         self._recent_set: set[str] = set()
         self._first = True
         self._done = False
-        self._pending_error: AsyncPagerError | None = None
         self._total_items = 0
         self.resume_token: str | None = starting
         """Token that resumes right after the last page received."""
@@ -254,10 +252,6 @@ class PageStream:
         return self.model.result_keys
 
     async def __anext__(self) -> Page:
-        if self._pending_error is not None:
-            error, self._pending_error = self._pending_error, None
-            self._done = True
-            raise error
         if self._done:
             raise StopAsyncIteration
         kwargs = dict(self._params)
@@ -315,22 +309,41 @@ class PageStream:
             self._done = True
             return page
         if self._seen(next_token):
-            if self._on_repeated == "stop":
-                self.stopped_on_repeated_token = True
-                self._done = True
-            else:
-                # The page itself is new; the token that would fetch the next
-                # one is not. Deliver this page, fail on the next request.
-                self._pending_error = RepeatedTokenError(
-                    f"the server repeated a pagination token seen within the last "
-                    f"{self._recent.maxlen} pages: {next_token}",
-                    operation=self.model.operation,
-                    last_token=self.resume_token,
-                )
+            # Only with on_repeated_token="stop": in "raise" mode, _fetch
+            # never lets such a page through (see _repeated_token).
+            self.stopped_on_repeated_token = True
+            self._done = True
             return page
         self._remember(next_token)
         self._request_token = next_token
         return page
+
+    def _repeated_token(self, page: Page) -> dict[str, Any] | None:
+        """The next token of ``page`` when it is one the stream has already
+        followed, and the stream (raising on repeats) would follow it.
+
+        Such a page is not delivered, and the stream's position stays before
+        it: delivered, the only position after it would be the repeated
+        token, which leads back to pages already delivered, so a run resumed
+        from it (a checkpoint, ``last_token``) would deliver them twice (a
+        crash soak of the export found one page written twice this way).
+        The request is sent again, as after a 5xx, and only an answer that
+        repeats every time fails the stream.
+        """
+        if self._on_repeated != "raise":
+            return None
+        token = self._next_token(page)
+        if not token or all(v is None for v in token.values()) or not self._seen(token):
+            return None
+        primary = self.model.primary_result_key
+        if self._max_items is not None and primary is not None:
+            # A page that reaches MaxItems ends the stream: its token is not followed.
+            held = page.get(HELD_LINES)
+            items = held[1] if held is not None else primary.search(page) or ()
+            offset = self._start.offset if self._first and self._start is not None else 0
+            if self._total_items + max(0, len(items) - offset) >= self._max_items:
+                return None
+        return token
 
     def _cut_first_page(self, page: Page, primary: Any, offset: int) -> None:
         # The starting token points inside a page: drop what was delivered
@@ -385,8 +398,20 @@ class PageStream:
             self.requests += 1
             try:
                 page: Page = await self._call(**kwargs)
+                repeated = self._repeated_token(page)
+                if repeated is not None:
+                    raise RepeatedTokenError(
+                        f"the server repeated a pagination token seen within the last "
+                        f"{self._recent.maxlen} pages: {repeated}",
+                        operation=operation,
+                        last_token=self.resume_token,
+                    )
             except Exception as exc:
-                failure = classify(exc)
+                # A repeated token is a fault of this one answer: asked again,
+                # the server may well answer right (see _repeated_token).
+                failure = (
+                    Failure.TRANSIENT if isinstance(exc, RepeatedTokenError) else classify(exc)
+                )
                 if self._hooks is not None:
                     self._hooks.on_failure(operation, failure, exc)
                 if failure is Failure.THROTTLED:
@@ -525,6 +550,11 @@ def paginate(
             ...
 
     Retries happen inside each page fetch (``retry``); waits read ``clock``.
+    An answer whose next token the stream has already followed (within the
+    last ``token_window`` pages) is asked for again like a 5xx; one that
+    repeats it every time raises :class:`RepeatedTokenError`, that page not
+    delivered. ``on_repeated_token="stop"`` delivers it and ends the stream
+    instead.
     """
     return PageStream(
         client,

@@ -51,6 +51,44 @@ async def list_all(s3: Any, clock: asyncpager.FakeClock, **kwargs: Any) -> list[
     return [obj["Key"] async for obj in stream.items()]
 
 
+def faulty_pages(s3: Any, retry: RetryPolicy) -> asyncpager.PageStream:
+    """The bucket in pages of five, waits on a FakeClock."""
+    return paginate(
+        s3,
+        "list_objects_v2",
+        Bucket="faulty",
+        PaginationConfig={"PageSize": 5},
+        clock=asyncpager.FakeClock(),
+        retry=retry,
+    )
+
+
+async def pages_until(
+    stream: asyncpager.PageStream, error: type[asyncpager.AsyncPagerError]
+) -> tuple[list[dict[str, Any]], asyncpager.AsyncPagerError]:
+    """The pages ``stream`` gives before it raises ``error``, and the error."""
+    pages: list[dict[str, Any]] = []
+
+    async def drain() -> None:
+        async for page in stream:
+            pages.append(page)  # noqa: PERF401 - the pages before the error count
+
+    with pytest.raises(error) as info:
+        await drain()
+    return pages, info.value
+
+
+async def keys_from(s3: Any, token: str | None) -> list[str]:
+    """Every key after ``token``, as ``list_all`` pages them."""
+    rest = paginate(
+        s3,
+        "list_objects_v2",
+        Bucket="faulty",
+        PaginationConfig={"PageSize": 5, "StartingToken": token},
+    )
+    return [o["Key"] async for o in rest.items()]
+
+
 @pytest.mark.endpoint(throttles=[Throttle("s3", "ListObjectsV2", first=3)])
 async def test_throttles_are_retried_with_backoff(s3: Any, endpoint: LocalEndpoint) -> None:
     clock = asyncpager.FakeClock()
@@ -97,54 +135,46 @@ async def test_read_timeouts_are_retried(s3: Any, endpoint: LocalEndpoint) -> No
 
 @pytest.mark.endpoint(throttles=[Throttle("s3", "ListObjectsV2", every=3)])
 async def test_giving_up_names_the_last_good_token(s3: Any) -> None:
-    clock = asyncpager.FakeClock()
-    stream = paginate(
-        s3,
-        "list_objects_v2",
-        Bucket="faulty",
-        PaginationConfig={"PageSize": 5},
-        clock=clock,
-        retry=RetryPolicy(throttle_attempts=1),
-    )
-    pages: list[dict[str, Any]] = []
-
-    async def drain() -> None:
-        async for page in stream:
-            pages.append(page)  # noqa: PERF401 - the pages before the error count
-
-    with pytest.raises(asyncpager.ThrottledError) as info:
-        await drain()
+    stream = faulty_pages(s3, RetryPolicy(throttle_attempts=1))
+    pages, error = await pages_until(stream, asyncpager.ThrottledError)
     assert len(pages) == 2
-    assert info.value.last_token == stream.resume_token is not None
-    assert info.value.code == "SlowDown"
-    assert info.value.operation == "ListObjectsV2"
+    assert error.last_token == stream.resume_token is not None
+    assert error.code == "SlowDown"
+    assert error.operation == "ListObjectsV2"
     # The token resumes right after the second page: no key lost, none twice.
     seen = [o["Key"] for p in pages for o in p["Contents"]]
-    rest = paginate(
-        s3,
-        "list_objects_v2",
-        Bucket="faulty",
-        PaginationConfig={"PageSize": 5, "StartingToken": info.value.last_token},
-        clock=clock,
-    )
-    seen += [o["Key"] async for o in rest.items()]
+    seen += await keys_from(s3, error.last_token)
     assert len(seen) == len(set(seen)) == KEYS
 
 
 @pytest.mark.endpoint(faults=[Fault("repeat_token", "s3", first=1)])
-async def test_repeated_token_raises(s3: Any) -> None:
-    stream = paginate(s3, "list_objects_v2", Bucket="faulty", PaginationConfig={"PageSize": 5})
-    pages: list[dict[str, Any]] = []
+async def test_a_repeated_token_is_asked_again(s3: Any, endpoint: LocalEndpoint) -> None:
+    stream = faulty_pages(s3, RetryPolicy())
+    keys = [obj["Key"] async for obj in stream.items()]
+    # The answer that sent an old token back was asked for again, not delivered.
+    assert len(keys) == len(set(keys)) == KEYS
+    assert endpoint.stats().fault_count(service="s3") == 1
+    assert stream.retries == 1
+    assert stream.requests == stream.pages + 1
 
-    async def drain() -> None:
-        async for page in stream:
-            pages.append(page)  # noqa: PERF401 - the pages before the error count
 
-    with pytest.raises(asyncpager.RepeatedTokenError) as info:
-        await drain()
-    # The page that carried the repeated token is delivered; the next request is not sent.
-    assert len(pages) == 2
-    assert info.value.last_token is not None
+@pytest.mark.endpoint(faults=[Fault("repeat_token", "s3", first=1000)])
+async def test_a_token_repeated_every_time_raises_before_its_page(s3: Any) -> None:
+    stream = faulty_pages(s3, RetryPolicy(max_attempts=3, rng=random.Random(7)))
+    pages, error = await pages_until(stream, asyncpager.RepeatedTokenError)
+    # Only the first page came (every later answer repeats its token), and the
+    # error's token resumes right after it.
+    assert len(pages) == 1
+    assert stream.requests == 1 + 3
+    assert error.last_token == stream.resume_token is not None
+    seen = [o["Key"] for o in pages[0]["Contents"]]
+    with LocalEndpoint(buckets=[Bucket("faulty", KEYS, "flat")]) as healthy:
+        config = Config(retries={"total_max_attempts": 1})
+        async with get_session().create_client(
+            "s3", region_name="us-east-1", endpoint_url=healthy.url, config=config
+        ) as client:
+            seen += await keys_from(client, error.last_token)
+    assert len(seen) == len(set(seen)) == KEYS
 
 
 @pytest.mark.endpoint(faults=[Fault("repeat_token", "s3", first=1)])
