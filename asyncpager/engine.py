@@ -930,6 +930,13 @@ class _Run:
         depth = send.statistics().current_buffer_used
         self.stats.queue_depth = depth
         self.stats.peak_queue_depth = max(self.stats.peak_queue_depth, depth)
+        if cursor.finished:
+            # Ended now, with its last page handed over: left running until
+            # a worker came back to it, the stream was resumed (from its
+            # start, for a pageable operation: None is the token after a last
+            # page) by any checkpoint taken once that page was acknowledged.
+            await self._end(run, cursor)
+            return False
         return True
 
     async def _end(self, run: _StreamRun, cursor: Cursor) -> None:

@@ -170,6 +170,12 @@ class Cursor(Protocol):
     def position(self) -> Any:
         """Where the stream stands after the last page returned."""
 
+    @property
+    def finished(self) -> bool:
+        """Whether the last page returned was the stream's last: the engine
+        then ends the stream as it hands that page over, not once it asks
+        for another (a position after a last page may read as the start)."""
+
     def count_items(self, page: Page) -> int:
         """How many items ``page`` holds (for the figures)."""
 
@@ -225,6 +231,12 @@ class OperationCursor:
     @property
     def position(self) -> Any:
         return self._pages.resume_token
+
+    @property
+    def finished(self) -> bool:
+        # A PageStream is done after its last page (its resume token is then
+        # None, which as a position means its start).
+        return self._pages.done
 
     def count_items(self, page: Page) -> int:
         key = self._pages.model.primary_result_key

@@ -390,6 +390,42 @@ async def test_a_fetched_stream_is_resumed_until_its_pages_are_consumed(
     assert len(keys) == len(set(keys)) == 9
 
 
+async def test_a_stream_whose_last_page_was_consumed_is_not_resumed() -> None:
+    # A's one page is taken and acknowledged while the only worker waits on
+    # B's slow answer, before it comes back to A to find nothing more. A
+    # checkpoint taken then held A at its last token, which is None after a
+    # last page: from its start. Resumed, A's items came twice (a crash soak
+    # found three scan segments written twice this way).
+    from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table
+
+    with LocalEndpoint(
+        buckets=[Bucket("slow-bucket", 30, "flat")],
+        tables=[Table("tiny-table", 5)],
+        latency=[LatencyModel(service="s3", fixed=0.6)],
+    ) as ep:
+        a = Stream("dynamodb", "scan", {"TableName": "tiny-table"}, region="us-east-1",
+                   endpoint_url=ep.url)  # fmt: skip
+        b = Stream("s3", "list_objects_v2", {"Bucket": "slow-bucket"}, region="us-east-1",
+                   endpoint_url=ep.url, page_size=10)  # fmt: skip
+        snapshot: list[Stream] = []
+        async with Fetcher(concurrency=1) as fetcher, fetcher.pages([a, b]) as flow:
+            stream, page = await flow.__anext__()
+            assert stream.service == "dynamodb"
+            assert len(page["Items"]) == 5
+
+            async def look() -> None:
+                await anyio.sleep(0.3)  # A acknowledged, B's answer not back yet
+                snapshot.extend(fetcher.resume_streams())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(look)
+                stream, _page = await flow.__anext__()  # acknowledges A's page
+            assert stream.service == "s3"
+            rest = [s async for s, _p in flow]
+    assert [s.service for s in rest] == ["s3", "s3"]
+    assert [s.service for s in snapshot] == ["s3"]
+
+
 async def test_raw_services_page_a_binary_key_table_exactly(moto_server: str) -> None:
     # Raw pages keep DynamoDB's base64 text for blobs, but the next request's
     # ExclusiveStartKey is made from LastEvaluatedKey: that must still be bytes.

@@ -406,6 +406,10 @@ class S3RangeCursor:
     def position(self) -> Any:
         return {"after": self._after, "token": self._token}
 
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
     def split(self) -> tuple[Stream, Stream] | None:
         # A split costs up to a page: the narrowed shard's last page runs
         # past its new bound and that part is parsed for nothing. A shard
