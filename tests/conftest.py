@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +98,16 @@ async def aio_client(moto_server: str) -> AsyncIterator[Any]:
             )
 
         yield make
+
+
+def saved_at(path: Path) -> tuple[int, int] | None:
+    """Which save of ``path`` is there: each save of a checkpoint is a new
+    file renamed into place (``None``: not saved yet)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 def create_table(ddb: Any, name: str, key_type: str = "S") -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table
-from tests.conftest import create_table, put_s3_keys
+from tests.conftest import create_table, put_s3_keys, saved_at
 from tests.test_paginate_parity import AWKWARD_KEYS
 
 SECRET = "cli-test-secret-Zq81xWv0"  # a known value, searched for in everything written
@@ -295,14 +295,6 @@ def export_argv(endpoint: LocalEndpoint, kind: str, out: Path, checkpoint: Path)
     ]  # fmt: skip
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        found = path.stat()
-    except FileNotFoundError:
-        return None
-    return found.st_ino, found.st_mtime_ns
-
-
 def interrupt_and_resume(
     argv: list[str], sig: int, delays: list[float]
 ) -> list[subprocess.CompletedProcess[str]]:
@@ -313,10 +305,10 @@ def interrupt_and_resume(
     checkpoint = Path(argv[argv.index("--checkpoint") + 1])
     outcomes = []
     for delay in delays:
-        before = _identity(checkpoint)
+        before = saved_at(checkpoint)
         process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while _identity(checkpoint) == before and process.poll() is None:
+        while saved_at(checkpoint) == before and process.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint saved in 60 s"
             time.sleep(0.005)
         time.sleep(delay)
@@ -349,6 +341,39 @@ def test_kill_9_then_resume_exactly_once(
     total = N_KEYS if kind == "s3" else N_ITEMS
     assert len(ids) == len(set(ids)) == total
     assert oct(checkpoint.stat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.parametrize("kind", ["s3", "dynamodb"])
+def test_a_stream_failed_on_a_repeated_token_resumes_exactly_once(
+    tmp_path: Path, kind: str
+) -> None:
+    # One stream (one shard, one segment, one request at a time): its first
+    # eight answers that carry a token send an old token back, as many as it
+    # tries, so it fails once; the next run finds the server mended. Before,
+    # the page that carried the old token was written and the checkpoint
+    # resumed from that token: found by a crash soak, one page twice.
+    from asyncpager.testing import Fault
+
+    with LocalEndpoint(
+        buckets=[Bucket("repeat-bucket", 2_000, "deep")],
+        tables=[Table("repeat-table", 400)],
+        faults=[Fault("repeat_token", first=8)],
+    ) as ep:
+        out, checkpoint = tmp_path / "out.jsonl", tmp_path / "cp.json"
+        source = ["s3", "s3://repeat-bucket", "--shards", "1", "--page-size", "250"]
+        if kind == "dynamodb":
+            source = ["dynamodb", "repeat-table", "--segments", "1", "--page-size", "50"]
+        argv = [
+            *source, "--endpoint-url", ep.url, "--region", "us-east-1", "-o", str(out),
+            "--checkpoint", str(checkpoint), "--concurrency", "1", "--workers", "1",
+        ]  # fmt: skip
+        failed = run(*argv, check=False)
+        assert failed.returncode == 1, failed.stderr
+        assert "repeated a pagination token" in failed.stderr
+        run(*argv)
+    rows = read_records(out)
+    ids = [r["Key"] if kind == "s3" else r["pk"] for r in rows]
+    assert len(ids) == len(set(ids)) == (2_000 if kind == "s3" else 400)
 
 
 def test_sigint_saves_exits_130_and_resumes(endpoint: LocalEndpoint, tmp_path: Path) -> None:
