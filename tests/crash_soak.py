@@ -3,13 +3,14 @@
     .venv/bin/python -m tests.crash_soak [--seconds 600] [--seed N]
 
 Each round draws an export (S3 buckets of four key shapes, DynamoDB tables,
-EC2 instances in three regions or IAM users; one or two workers; JSON Lines,
-gzip, Parquet or CSV; page sizes, shards, segments, rates, commit
-intervals), runs it against an endpoint that injects 500s, resets, cut and
-slow bodies, repeated tokens and throttles, stops it 0-3 times at a random
-moment after a checkpoint save (``kill -9`` mostly, sometimes Ctrl-C), then
-runs it to the end (again after an exit 1: a stream failed, progress saved)
-and checks that the output holds every item exactly once. A round that does
+EC2 instances in three regions or IAM users; one or two workers, or a local
+Dask cluster; JSON Lines, gzip, Parquet or CSV; page sizes, shards,
+segments, rates, commit intervals), runs it against an endpoint that
+injects 500s, resets, cut and slow bodies, repeated tokens and throttles,
+stops it 0-3 times at a random moment after a checkpoint save (``kill -9``
+mostly, sometimes Ctrl-C), then runs it to the end (again after an exit 1:
+a stream failed, progress saved) and checks that the output holds every
+item exactly once. A round that does
 not is printed with its command and kept in ``--keep`` for a look.
 
 The suite's crash tests stop runs at fixed moments; this finds the moments
@@ -106,8 +107,13 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
     """Run one drawn export to the end; its description, what went wrong
     (``None``: exactly once) and what each run said."""
     kind = rng.choice(["s3", "s3", "s3", "dynamodb", "dynamodb", "ec2", "iam"])
-    workers = rng.choice(["1", "1", "2"])
+    # Shard groups as tasks on a local Dask cluster, now and then (a cluster
+    # takes seconds to start).
+    cluster = kind in ("s3", "dynamodb") and rng.random() < 0.12
+    workers = "1" if cluster else rng.choice(["1", "1", "2"])
     fmt = rng.choice(["jsonl", "jsonl.gz", "parquet", *(["csv"] if workers == "1" else [])])
+    if cluster:
+        fmt = rng.choice(["jsonl", "parquet"])
     out, checkpoint = folder / f"out.{fmt}", folder / "cp.json"
     expected: set[str] | int
     if kind == "s3":
@@ -134,7 +140,8 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
         sys.executable, "-m", "asyncpager", *source, "--endpoint-url", url,
         "--region", "us-east-1", "-o", str(out), "--checkpoint", str(checkpoint),
         "--commit-interval", str(rng.choice([0.05, 0.3, 1.0])),
-        "--concurrency", str(rng.choice([4, 16])), "--workers", workers,
+        "--concurrency", str(rng.choice([4, 16])),
+        *(["--cluster", "local:2", "--tasks", "6"] if cluster else ["--workers", workers]),
         "--rate", rng.choice(["30", "80", "200"]), "--no-progress",
     ]  # fmt: skip
     said: list[str] = []
