@@ -4,14 +4,14 @@
 
 Each round draws an export (S3 buckets of four key shapes, DynamoDB tables,
 EC2 instances in three regions or IAM users; one or two workers, or a local
-Dask cluster; JSON Lines, gzip, Parquet or CSV; page sizes, shards,
-segments, rates, commit intervals), runs it against an endpoint that
-injects 500s, resets, cut and slow bodies, repeated tokens and throttles,
-stops it 0-3 times at a random moment after a checkpoint save (``kill -9``
-mostly, sometimes Ctrl-C), then runs it to the end (again after an exit 1:
-a stream failed, progress saved) and checks that the output holds every
-item exactly once. A round that does
-not is printed with its command and kept in ``--keep`` for a look.
+Dask cluster; JSON Lines, gzip, zstd, Parquet or CSV; page sizes, shards,
+segments, rates, commit intervals; S3 folders rolled up or a snapshot),
+runs it against an endpoint that injects 500s, resets, cut and slow
+bodies, repeated tokens and throttles, stops it 0-3 times at a random
+moment after a checkpoint save (``kill -9`` mostly, sometimes Ctrl-C), then
+runs it to the end (again after an exit 1: a stream failed, progress saved)
+and checks that the output holds every item exactly once. A round that
+does not is printed with its command and kept in ``--keep`` for a look.
 
 The suite's crash tests stop runs at fixed moments; this finds the moments
 they miss. It found two ways to write items twice: a page kept after a
@@ -92,6 +92,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         raw = gzip.decompress(raw)
+    elif path.name.endswith(".zst"):
+        import zstandard
+
+        # Frames are cut at commits (and parts joined): read across them all.
+        stream = io.BytesIO(raw)
+        raw = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True).read()
     text = raw.decode("utf-8")
     if ".csv" in path.name:
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
@@ -111,7 +117,9 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
     # takes seconds to start).
     cluster = kind in ("s3", "dynamodb") and rng.random() < 0.12
     workers = "1" if cluster else rng.choice(["1", "1", "2"])
-    fmt = rng.choice(["jsonl", "jsonl.gz", "parquet", *(["csv"] if workers == "1" else [])])
+    fmt = rng.choice(
+        ["jsonl", "jsonl.gz", "jsonl.zst", "parquet", *(["csv"] if workers == "1" else [])]
+    )
     if cluster:
         fmt = rng.choice(["jsonl", "parquet"])
     out, checkpoint = folder / f"out.{fmt}", folder / "cp.json"
@@ -123,6 +131,12 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
             source += ["--shards", str(rng.choice([1, 3, 8]))]
         space = key_space(bucket)
         expected = {space.key(i) for i in range(bucket.count)}
+        if rng.random() < 0.15:
+            # Folders rolled up: a key with a "/" stands for its first folder.
+            source += ["--delimiter", "/"]
+            expected = {k[: k.index("/") + 1] if "/" in k else k for k in expected}
+        if rng.random() < 0.15:
+            source.append("--snapshot")  # every generated object is older
     elif kind == "ec2":
         source = ["call", "ec2", "describe_instances", "--regions", ",".join(REGIONS)]
         source += ["--page-size", str(rng.choice([5, 20, 100]))]
@@ -169,12 +183,13 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
         if code == 0:
             break
     shown = [a for a in argv[3:] if not a.startswith(("http://", str(folder)))]
-    described = " ".join(a for a in shown if a not in ("--endpoint-url", "-o", "--checkpoint"))
+    shown = [a for a in shown if a not in ("--endpoint-url", "-o", "--checkpoint")]
+    described = f"to {fmt}: {' '.join(shown)}"
     if code != 0:
         return described, f"exit {code} after six runs", said
     rows = read_records(out)
     if kind == "s3":
-        ids = [str(r["Key"]) for r in rows]
+        ids = [str(r.get("Key") or r.get("Prefix")) for r in rows]
     elif kind == "ec2":
         ids = [json.dumps([r.get("_region"), r.get("ReservationId")]) for r in rows]
     elif kind == "iam":
