@@ -931,10 +931,11 @@ class _Run:
         self.stats.queue_depth = depth
         self.stats.peak_queue_depth = max(self.stats.peak_queue_depth, depth)
         if cursor.finished:
-            # Ended now, with its last page handed over: left running until
-            # a worker came back to it, the stream was resumed (from its
-            # start, for a pageable operation: None is the token after a last
-            # page) by any checkpoint taken once that page was acknowledged.
+            # Its last page is handed over: the stream ends now. Left running
+            # until a worker came back to find nothing more, it was held by
+            # any checkpoint taken once that page was acknowledged, at its
+            # position after the last page: for a pageable operation the
+            # token None, which reads as its start.
             await self._end(run, cursor)
             return False
         return True
