@@ -261,13 +261,13 @@ class PageStream:
             else:
                 kwargs.pop(name, None)
         try:
-            page = await self._fetch(kwargs)
+            page, next_token = await self._fetch(kwargs)
         except BaseException:
             self._done = True
             raise
-        return self._accept(page)
+        return self._accept(page, next_token)
 
-    def _accept(self, page: Page) -> Page:
+    def _accept(self, page: Page, next_token: dict[str, Any]) -> Page:
         held = page.pop(HELD_LINES, None)
         if held is not None:
             # Items kept as text, held out of botocore's handlers' way.
@@ -299,7 +299,6 @@ class PageStream:
             return page
         self._total_items += count
         self.items_seen += count
-        next_token = self._next_token(page)
         if not next_token or all(v is None for v in next_token.values()):
             self.resume_token = None
             self._done = True
@@ -308,9 +307,9 @@ class PageStream:
         if self._max_items is not None and self._total_items == self._max_items:
             self._done = True
             return page
-        if self._seen(next_token):
-            # Only with on_repeated_token="stop": in "raise" mode, _fetch
-            # never lets such a page through (see _repeated_token).
+        if self._on_repeated == "stop" and self._seen(next_token):
+            # In "raise" mode _fetch never lets such a page through (see
+            # _repeats).
             self.stopped_on_repeated_token = True
             self._done = True
             return page
@@ -318,9 +317,10 @@ class PageStream:
         self._request_token = next_token
         return page
 
-    def _repeated_token(self, page: Page) -> dict[str, Any] | None:
-        """The next token of ``page`` when it is one the stream has already
-        followed, and the stream (raising on repeats) would follow it.
+    def _repeats(self, page: Page, token: dict[str, Any]) -> bool:
+        """Whether ``token``, the next token of ``page``, is one the stream
+        has already followed, and the stream (raising on repeats) would
+        follow it.
 
         Such a page is not delivered, and the stream's position stays before
         it: delivered, the only position after it would be the repeated
@@ -331,10 +331,9 @@ class PageStream:
         repeats every time fails the stream.
         """
         if self._on_repeated != "raise":
-            return None
-        token = self._next_token(page)
+            return False
         if not token or all(v is None for v in token.values()) or not self._seen(token):
-            return None
+            return False
         primary = self.model.primary_result_key
         if self._max_items is not None and primary is not None:
             # A page that reaches MaxItems ends the stream: its token is not followed.
@@ -342,8 +341,8 @@ class PageStream:
             items = held[1] if held is not None else primary.search(page) or ()
             offset = self._start.offset if self._first and self._start is not None else 0
             if self._total_items + max(0, len(items) - offset) >= self._max_items:
-                return None
-        return token
+                return False
+        return True
 
     def _cut_first_page(self, page: Page, primary: Any, offset: int) -> None:
         # The starting token points inside a page: drop what was delivered
@@ -389,7 +388,8 @@ class PageStream:
         self._recent.append(key)
         self._recent_set.add(key)
 
-    async def _fetch(self, kwargs: dict[str, Any]) -> Page:
+    async def _fetch(self, kwargs: dict[str, Any]) -> tuple[Page, dict[str, Any]]:
+        """A page, retried as needed, and its next token (read once)."""
         operation = self.model.operation
         failures = 0
         while True:
@@ -398,17 +398,17 @@ class PageStream:
             self.requests += 1
             try:
                 page: Page = await self._call(**kwargs)
-                repeated = self._repeated_token(page)
-                if repeated is not None:
+                next_token = self._next_token(page)
+                if self._repeats(page, next_token):
                     raise RepeatedTokenError(
                         f"the server repeated a pagination token seen within the last "
-                        f"{self._recent.maxlen} pages: {repeated}",
+                        f"{self._recent.maxlen} pages: {next_token}",
                         operation=operation,
                         last_token=self.resume_token,
                     )
             except Exception as exc:
                 # A repeated token is a fault of this one answer: asked again,
-                # the server may well answer right (see _repeated_token).
+                # the server may well answer right (see _repeats).
                 failure = (
                     Failure.TRANSIENT if isinstance(exc, RepeatedTokenError) else classify(exc)
                 )
@@ -429,7 +429,7 @@ class PageStream:
                 continue
             if self._hooks is not None:
                 self._hooks.after_response(operation, page)
-            return page
+            return page, next_token
 
     # -- derived iterators -----------------------------------------------
 
