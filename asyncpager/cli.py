@@ -319,7 +319,7 @@ def make_records(
     conversion made) whenever nothing is added to them: a page is consumed
     once and the sinks only read them, so a copy of every item would only
     cost time (and work for the cyclic collector)."""
-    from asyncpager.item_lines import EncodedLines
+    from asyncpager.item_lines import EncodedLines, LabelledLines
 
     only_dicts = {dict}
     convert: Callable[[Any], Any] | None = None
@@ -343,9 +343,10 @@ def make_records(
             converted = False
             if isinstance(found, EncodedLines):
                 # Written as JSON Lines straight from the text that came,
-                # unless something is added to each record.
-                if not prefixes and not any(k in stream.labels for k in label_keys):
-                    return found
+                # labels (the same for the whole stream) included.
+                if not prefixes:
+                    named = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
+                    return LabelledLines(found, named) if named else found
                 found = found.records()
                 fresh = converted = True
             if prefixes:

@@ -66,6 +66,7 @@ __all__ = [
     "HELD_LINES",
     "EncodedLines",
     "ItemLines",
+    "LabelledLines",
     "ObjectLines",
     "object_lines",
     "plain_lines",
@@ -342,6 +343,58 @@ class ItemLines(EncodedLines):
                 return text, self._count
         records = self.records(limit)
         return b"".join(map(plain_to_json_line, records)), len(records)
+
+
+class LabelledLines(EncodedLines):
+    """Encoded lines with the same fields added to every item: the labels
+    (``_bucket``...) that tell the items of a listing of several sources
+    apart. The records are ``{**item, **labels}``, as the export makes them
+    of decoded items, and :meth:`encoded` writes the same bytes without
+    decoding: each line's closing brace gets the fields' text before it.
+
+    That is safe because a line is one JSON object whose strings escape
+    every newline, so a newline is only ever a line's end and ``}`` the
+    byte before it. Lines that already hold a label's name (an item's own
+    field would be overwritten, in its place) or an empty object (no comma
+    to add) are decoded and written the ordinary way instead."""
+
+    __slots__ = ("_close", "_labels", "_lines", "_names")
+
+    def __init__(self, lines: EncodedLines, labels: Mapping[str, Any]) -> None:
+        self._lines = lines
+        self._labels = dict(labels)
+        # The writer's own text for the fields, so both ways write the same.
+        self._close = b"," + plain_to_json(self._labels)[1:-1] + b"}\n"
+        self._names = [plain_to_json(name) for name in self._labels]
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        labels = self._labels
+        return [{**item, **labels} for item in self._lines.records(limit)]
+
+    def encoded(self, limit: int | None = None) -> tuple[bytes, int]:
+        text, count = self._lines.encoded(limit)
+        if not self._labels or not count:
+            return text, count
+        if text.startswith(b"{}\n") or b"\n{}\n" in text or any(n in text for n in self._names):
+            records = self.records(limit)
+            return b"".join(map(plain_to_json_line, records)), len(records)
+        return text.replace(b"}\n", self._close), count
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records())
+
+    def __repr__(self) -> str:
+        return f"LabelledLines({self._lines!r}, {self._labels!r})"
 
 
 # -- S3 listings -----------------------------------------------------------------

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
+from xml.sax.saxutils import escape
 
 import boto3
 import botocore.handlers
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncpager.convert import plain_to_json_line
-from asyncpager.item_lines import HELD_LINES, ObjectLines, object_lines
+from asyncpager.item_lines import HELD_LINES, ItemLines, LabelledLines, ObjectLines, object_lines
 from asyncpager.parsers._compiler import _xml_root
 from asyncpager.parsers._install import _handle_200_error_lines
 from asyncpager.parsers._xmlrun import split_lines
@@ -183,6 +184,46 @@ def test_generated_pages_write_what_botocores_page_writes(
         assert made is not None
 
 
+@given(
+    st.lists(_KEY_CHARS, min_size=1, max_size=8),
+    st.dictionaries(
+        st.sampled_from(["_bucket", "_region", "Key", "Size"]),
+        st.text(max_size=6) | st.integers(),
+        min_size=1,
+        max_size=3,
+    ),
+    st.none() | st.integers(min_value=0, max_value=9),
+)
+@settings(max_examples=200, deadline=None, database=None)
+def test_labelled_lines_write_what_labelled_records_write(
+    keys: list[str], labels: dict[str, Any], limit: int | None
+) -> None:
+    # A listing of several buckets adds _bucket to every line: the text way
+    # writes what the records, updated with the labels, write; labels that
+    # name a field of the object ("Key") replace it in its place, as a
+    # dict update does.
+    body = page(*(element(escape(key, {'"': "&quot;"})) for key in keys))
+    made = lines_of(body)
+    assert made is not None
+    labelled = LabelledLines(ObjectLines(*made), labels)
+    records = [{**json.loads(line), **labels} for line in reference(body)][:limit]
+    assert labelled.encoded(limit) == (b"".join(map(plain_to_json_line, records)), len(records))
+    assert labelled.records(limit) == records
+    assert len(labelled) == len(keys)
+    assert labelled[0] == {**json.loads(reference(body)[0]), **labels}
+
+
+def test_labelled_lines_of_items_and_of_empty_objects() -> None:
+    # DynamoDB's text path; an empty item has no comma to put the label after.
+    items = b'{"pk":{"S":"a"},"n":{"N":"5"}},{}'
+    labelled = LabelledLines(ItemLines(items, 0, len(items), 2), {"_table": "t"})
+    assert labelled.encoded() == (b'{"pk":"a","n":5,"_table":"t"}\n{"_table":"t"}\n', 2)
+    assert labelled.encoded(1) == (b'{"pk":"a","n":5,"_table":"t"}\n', 1)
+    assert list(labelled) == [{"pk": "a", "n": 5, "_table": "t"}, {"_table": "t"}]
+    no_labels = LabelledLines(ItemLines(items, 0, len(items), 2), {})
+    assert no_labels.encoded() == (b'{"pk":"a","n":5}\n{}\n', 2)
+
+
 def test_keys_a_caller_asked_to_encode_stay_encoded() -> None:
     # botocore decodes only the encoding it set itself; so does the text path.
     body = TAKEN["URL-encoded keys to decode"]
@@ -259,15 +300,19 @@ def test_the_lines_handler_holds_them_past_botocores_handlers(name: str) -> None
     assert held.encoded()[0] == b"".join(reference(body))
 
 
+def _s3_client(url: str) -> Any:
+    return boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=url,
+        aws_access_key_id="a", aws_secret_access_key="b",
+    )  # fmt: skip
+
+
 def test_export_writes_boto3s_listing(tmp_path: Path) -> None:
     with LocalEndpoint(buckets=[Bucket("uni", 3_000, "unicode")]) as ep:
         out = tmp_path / "out.jsonl"
         run("s3", "s3://uni", "--endpoint-url", ep.url, "--region", "us-east-1",
             "-o", str(out), "--shards", "4", "--page-size", "400", "--workers", "1")  # fmt: skip
-        client = boto3.client(
-            "s3", region_name="us-east-1", endpoint_url=ep.url,
-            aws_access_key_id="a", aws_secret_access_key="b",
-        )  # fmt: skip
+        client = _s3_client(ep.url)
         expected: list[Any] = []
         for listed in client.get_paginator("list_objects_v2").paginate(Bucket="uni"):
             expected += [plain_to_json_line(item) for item in listed.get("Contents", [])]
@@ -275,3 +320,22 @@ def test_export_writes_boto3s_listing(tmp_path: Path) -> None:
     assert sorted(written) == sorted(expected)
     assert len(written) == 3_000
     assert any(ord(ch) > 127 for line in written for ch in json.loads(line)["Key"])
+
+
+def test_export_of_several_buckets_labels_boto3s_listing(tmp_path: Path) -> None:
+    buckets = [Bucket("uni", 1_500, "unicode"), Bucket("deep", 1_200, "deep")]
+    with LocalEndpoint(buckets=buckets) as ep:
+        out = tmp_path / "out.jsonl"
+        run("s3", "s3://uni", "s3://deep", "--endpoint-url", ep.url, "--region", "us-east-1",
+            "-o", str(out), "--shards", "3", "--page-size", "300", "--workers", "1")  # fmt: skip
+        client = _s3_client(ep.url)
+        expected: list[Any] = []
+        for name in ("uni", "deep"):
+            for listed in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                expected += [
+                    plain_to_json_line({**item, "_bucket": name})
+                    for item in listed.get("Contents", [])
+                ]
+    written = out.read_bytes().splitlines(keepends=True)
+    assert sorted(written) == sorted(expected)
+    assert len(written) == 2_700
