@@ -669,14 +669,37 @@ async def _run_export(
         return EXIT_OK
     report = result.report
     if report is not None and report.failures:
-        for failed in report.failures:
-            print(
-                f"asyncpager: stream {failed.stream.name} failed: {failed.error}",
-                file=sys.stderr,
-            )
+        for line in failure_lines(failure_records(report.failures)):
+            print(f"asyncpager: {line}", file=sys.stderr)
         return EXIT_FAILED
     progress.summary(fetcher.stats, result.items_written)
     return EXIT_OK
+
+
+def failure_records(failures: Sequence[Any]) -> list[dict[str, str]]:
+    """A run's failed streams (:attr:`RunReport.failures`) as ``--stats``
+    lists them: the listing, the stream and the error."""
+    return [
+        {"source": f.stream.source, "stream": f.stream.name, "error": str(f.error)}
+        for f in failures
+    ]
+
+
+def failure_lines(failures: Sequence[Mapping[str, str]]) -> list[str]:
+    """One line per listing and error (``failures`` as
+    :func:`failure_records` gives them): the key ranges of a bucket that
+    does not exist fail alike, and 32 lines that differ only in their range
+    say it no better than one."""
+    groups: dict[tuple[str, str], list[Mapping[str, str]]] = {}
+    for failed in failures:
+        groups.setdefault((failed["source"], failed["error"]), []).append(failed)
+    lines = []
+    for (source, error), alike in groups.items():
+        if len(alike) == 1:
+            lines.append(f"stream {alike[0]['stream']} failed: {error}")
+        else:
+            lines.append(f"{len(alike)} streams of {source} failed: {error}")
+    return lines
 
 
 def raw_services(
@@ -736,6 +759,8 @@ def _write_stats(path: str, fetcher: Any, result: Any) -> None:
     body = fetcher.stats.as_dict()
     body["items_written"] = result.items_written if result is not None else None
     body["complete"] = result.complete if result is not None else False
+    report = result.report if result is not None else None
+    body["failures"] = failure_records(report.failures) if report is not None else []
     try:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(body, handle, indent=2, sort_keys=True)
@@ -935,5 +960,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args, argv)
 
 
+def run() -> NoReturn:
+    """The ``asyncpager`` command: :func:`main`, then leave without tearing
+    the interpreter down.
+
+    Everything the command writes is closed (and synced) before ``main``
+    returns; what is left at exit is freeing every object one by one, which
+    took 0.23 s of a 7.5 s export here (botocore's models, the plan, the
+    parsers' tables). So once the standard streams are flushed, other
+    threads joined and ``atexit`` handlers run, the process ends at once. A
+    flush that fails (a closed pipe) leaves the ordinary way, with Python's
+    own message and code."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    import atexit
+    import os
+    import threading
+
+    # What the interpreter does first on its way out: the thread pools'
+    # exit hooks (Dask's, the event loop's), then a join of every thread
+    # that is not a daemon; then the atexit handlers.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

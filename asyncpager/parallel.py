@@ -121,6 +121,7 @@ async def _coordinate(
         _plan,
         _plan_fingerprint,
         check_export_args,
+        failure_lines,
     )
     from asyncpager.progress import Progress, describe_many
 
@@ -251,13 +252,26 @@ async def _coordinate(
     for p in processes:
         if p.stderr is not None:
             p.stderr.close()
-    if gatherer is not None and (interrupted.is_set() or any(c != EXIT_OK for c in codes)):
+    # Streams that failed end their workers with 1 once the rest of their
+    # work is written: the output then holds it, as from one process.
+    ran_out = all(c in (EXIT_OK, EXIT_FAILED) for c in codes) and not interrupted.is_set()
+    if gatherer is not None and not ran_out:
         gatherer.close()
     if interrupted.is_set() or any(c == EXIT_INTERRUPTED for c in codes):
         print("asyncpager: interrupted; progress saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     if any(c != EXIT_OK for c in codes):
-        seen: set[str] = set()
+        # Failed streams once for all the workers (a missing bucket's
+        # ranges were dealt to each), then whatever else they said.
+        bodies = _read_stats(stats_files)
+        merged = [f"asyncpager: {line}" for line in failure_lines(
+            [f for body in bodies for f in body.get("failures") or ()]
+        )]  # fmt: skip
+        for line in merged:
+            print(line, file=sys.stderr)
+        seen = set(merged)
+        for body in bodies:
+            seen.update(f"asyncpager: {line}" for line in failure_lines(body.get("failures") or []))
         for text in errors:
             for line in text.splitlines():
                 # Workers that fail alike say it once.
@@ -265,29 +279,56 @@ async def _coordinate(
                     seen.add(line)
                     print(line, file=sys.stderr)
         worst = max(codes, key=lambda c: (c == 2, c != 0))
+        if ran_out:
+            await _put_together(gatherer, parts, args.output, fmt)
+            if checkpoint is None:
+                # Nothing resumes from the parts: they would only take room.
+                shutil.rmtree(parts_dir, ignore_errors=True)
+            # The parts stay beside a checkpoint: a rerun goes on in them, and
+            # gathers the output afresh.
+        await _write_totals(args.stats, workers, stats_files)
         return worst if worst in (1, 2) else EXIT_FAILED
     written = sum(_items_written(f) for f in stats_files)
     # Read before the parts' folder (where they are) is removed.
-    totals = _read_stats(stats_files)
-    if gatherer is not None:
-        try:
-            await anyio.to_thread.run_sync(gatherer.finish, args.output)
-        finally:
-            gatherer.close()
-    else:
-        await anyio.to_thread.run_sync(join_parts, parts, args.output, fmt)
+    await _write_totals(args.stats, workers, stats_files)
+    await _put_together(gatherer, parts, args.output, fmt)
     if checkpoint is not None:
         checkpoint.save(
             CheckpointState(fingerprint=main_fp, streams=[], items_written=written, complete=True)
         )
     shutil.rmtree(parts_dir, ignore_errors=True)
-    if args.stats:
-        body = {"workers": workers, "items_written": written, "per_worker": totals}
-        with contextlib.suppress(OSError):
-            await anyio.Path(args.stats).write_text(json.dumps(body, indent=2), encoding="utf-8")
     if show:
         print(f"asyncpager: wrote {written:,} items with {workers} workers", file=sys.stderr)
     return code
+
+
+async def _put_together(
+    gatherer: PartGatherer | None, parts: list[Path], output: str | None, fmt: str
+) -> None:
+    """The parts, each worker done with its own, as the output."""
+    if gatherer is not None:
+        try:
+            await anyio.to_thread.run_sync(gatherer.finish, output)
+        finally:
+            gatherer.close()
+    else:
+        await anyio.to_thread.run_sync(join_parts, parts, output, fmt)
+
+
+async def _write_totals(path: str | None, workers: int, stats_files: list[Path]) -> None:
+    """``--stats``: every worker's figures, and their failed streams."""
+    if not path:
+        return
+    totals = _read_stats(stats_files)
+    written = sum(int(t.get("items_written") or 0) for t in totals)
+    body = {
+        "workers": workers,
+        "items_written": written,
+        "failures": [f for t in totals for f in t.get("failures") or ()],
+        "per_worker": totals,
+    }
+    with contextlib.suppress(OSError):
+        await anyio.Path(path).write_text(json.dumps(body, indent=2), encoding="utf-8")
 
 
 def first_deal(streams: list[Stream], workers: int) -> tuple[list[list[Stream]], list[Stream]]:

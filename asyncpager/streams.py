@@ -98,7 +98,16 @@ class Stream:
 
     @property
     def name(self) -> str:
-        """A readable name for messages: ``s3 us-east-1 ListObjectsV2 Bucket=b``."""
+        """A readable name for messages: ``s3 us-east-1 ListObjectsV2 Bucket=b``,
+        and its part of the listing (a key range, a segment) if it has one."""
+        if not self.shape:
+            return self.source
+        return f"{self.source} " + " ".join(f"{k}={v!r}" for k, v in sorted(self.shape.items()))
+
+    @property
+    def source(self) -> str:
+        """The listing it is a part of, for messages: its name without its
+        key range or segment."""
         params = " ".join(
             f"{k}={v}" for k, v in sorted(self.params.items()) if isinstance(v, str | int)
         )
@@ -107,8 +116,6 @@ class Stream:
             parts.insert(0, f"[{self.profile}]")
         if params:
             parts.append(params)
-        if self.shape:
-            parts.append(" ".join(f"{k}={v!r}" for k, v in sorted(self.shape.items())))
         return " ".join(parts)
 
     def at(self, position: Any) -> Stream:

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,6 +242,40 @@ def test_unreachable_endpoint_is_clear(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "connect" in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("workers", "resumable"), [("1", False), ("2", False), ("2", True)])
+def test_a_missing_bucket_is_one_line_and_the_others_are_written(
+    tmp_path: Path, workers: str, resumable: bool
+) -> None:
+    # Each key range of the missing bucket fails alike (with two workers,
+    # in both): said once, with how many; the bucket that is there is
+    # written whole, by two workers as by one.
+    out = tmp_path / "o.jsonl"
+    argv = ["--workers", workers, "-o", str(out), "--shards", "6", "--region", "us-east-1"]
+    if resumable:
+        argv += ["--checkpoint", str(tmp_path / "cp.json")]
+    with LocalEndpoint(buckets=[Bucket("here", 700, "deep")]) as ep:
+        runs = [
+            run("s3", "s3://here", "s3://not-here", "--endpoint-url", ep.url, *argv, check=False)
+            for _ in range(2 if resumable else 1)
+        ]
+    for done in runs:
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert re.fullmatch(
+            r"asyncpager: \d+ streams of s3 us-east-1 ListObjectsV2 Bucket=not-here failed: "
+            r"NoSuchBucket: .*",
+            lines[0],
+        ), lines
+        assert int(lines[0].split()[1]) >= 2
+    # After a rerun from the checkpoint too: each key once.
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {item["_bucket"] for item in written} == {"here"}
+    assert len(written) == len({item["Key"] for item in written}) == 700
+    # Without a checkpoint nothing resumes from the parts: none are left.
+    assert (Path(f"{out}.workers").exists()) == (resumable and workers == "2")
 
 
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
