@@ -156,7 +156,7 @@ def preload_service_data(service: str) -> None:
         loader = session.get_component("data_loader")
     except Exception:
         return  # a configuration botocore cannot read: the command reports it
-    for name in ("partitions", "sdk-default-configuration"):
+    for name in ("partitions", "sdk-default-configuration", "endpoints"):
         with contextlib.suppress(Exception):
             loader.load_data(name)
     # The calls botocore makes, so that their cache entries are the ones hit.

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncpager.testing import Bucket, LatencyModel, Table, spawn_endpoint
+from benchmarks import compile_asyncpager
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    compile_asyncpager()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     starts = {n: _start_cost(n) for n in (1, 2)}

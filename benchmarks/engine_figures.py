@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from asyncpager.testing import Bucket, LatencyModel, spawn_endpoint
+from benchmarks import compile_asyncpager
 
 
 def _child(kind: str, url: str, bucket: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--only", choices=["memory"], help="only the memory runs (N and 10 N keys)")
     args = parser.parse_args(argv)
+    compile_asyncpager()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     small, big = args.keys, args.keys * 10

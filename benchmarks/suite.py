@@ -676,12 +676,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from benchmarks import compile_asyncpager
     from benchmarks.report import update_readme, write_results
 
     args = parse_args(argv)
     if args.render is not None:
         results = json.loads(args.render.read_text(encoding="utf-8"))
     else:
+        compile_asyncpager()
         results = run_suite(args)
     paths = write_results(results, args.output_dir)
     for path in paths:
