@@ -285,6 +285,8 @@ async def _coordinate(
                     seen.add(line)
                     print(line, file=sys.stderr)
         worst = max(codes, key=lambda c: (c == 2, c != 0))
+        # Read before the parts' folder (where they are) may be removed.
+        await _write_totals(args.stats, workers, stats_files)
         if ran_out:
             await _put_together(gatherer, parts, args.output, fmt)
             if checkpoint is None:
@@ -292,7 +294,6 @@ async def _coordinate(
                 shutil.rmtree(parts_dir, ignore_errors=True)
             # The parts stay beside a checkpoint: a rerun goes on in them, and
             # gathers the output afresh.
-        await _write_totals(args.stats, workers, stats_files)
         return worst if worst in (1, 2) else EXIT_FAILED
     written = sum(_items_written(f) for f in stats_files)
     # Read before the parts' folder (where they are) is removed.

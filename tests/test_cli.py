@@ -252,7 +252,9 @@ def test_a_missing_bucket_is_one_line_and_the_others_are_written(
     # in both): said once, with how many; the bucket that is there is
     # written whole, by two workers as by one.
     out = tmp_path / "o.jsonl"
+    stats = tmp_path / "stats.json"
     argv = ["--workers", workers, "-o", str(out), "--shards", "6", "--region", "us-east-1"]
+    argv += ["--stats", str(stats)]
     if resumable:
         argv += ["--checkpoint", str(tmp_path / "cp.json")]
     with LocalEndpoint(buckets=[Bucket("here", 700, "deep")]) as ep:
@@ -276,6 +278,10 @@ def test_a_missing_bucket_is_one_line_and_the_others_are_written(
     assert len(written) == len({item["Key"] for item in written}) == 700
     # Without a checkpoint nothing resumes from the parts: none are left.
     assert (Path(f"{out}.workers").exists()) == (resumable and workers == "2")
+    # --stats lists each failed stream, from every worker.
+    failures = json.loads(stats.read_text())["failures"]
+    assert len(failures) == int(lines[0].split()[1])
+    assert {f["source"] for f in failures} == {"s3 us-east-1 ListObjectsV2 Bucket=not-here"}
 
 
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
