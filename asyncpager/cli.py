@@ -331,6 +331,7 @@ def make_records(
     def records(stream: Stream, page: dict[str, Any]) -> Sequence[Mapping[str, Any]]:
         found: list[Any]
         fresh = False  # dicts made here, that labels may go into
+        labels = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
         if query is not None:
             # As boto3's search, page by page; but a page the expression finds
             # nothing in (an empty shard's) adds no record rather than a null.
@@ -345,8 +346,7 @@ def make_records(
                 # Written as JSON Lines straight from the text that came,
                 # labels (the same for the whole stream) included.
                 if not prefixes:
-                    named = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
-                    return LabelledLines(found, named) if named else found
+                    return LabelledLines(found, labels) if labels else found
                 found = found.records()
                 fresh = converted = True
             if prefixes:
@@ -354,7 +354,6 @@ def make_records(
             elif convert is not None and stream.service == "dynamodb" and not converted:
                 found = [convert(item) for item in found]
                 fresh = True
-        labels = {f"_{k}": stream.labels[k] for k in label_keys if k in stream.labels}
         if {*map(type, found)} == only_dicts:
             if not labels:
                 return found if type(found) is list else list(found)

@@ -285,8 +285,7 @@ async def _coordinate(
                     seen.add(line)
                     print(line, file=sys.stderr)
         worst = max(codes, key=lambda c: (c == 2, c != 0))
-        # Read before the parts' folder (where they are) may be removed.
-        await _write_totals(args.stats, workers, stats_files)
+        await _write_totals(args.stats, workers, bodies)
         if ran_out:
             await _put_together(gatherer, parts, args.output, fmt)
             if checkpoint is None:
@@ -295,9 +294,10 @@ async def _coordinate(
             # The parts stay beside a checkpoint: a rerun goes on in them, and
             # gathers the output afresh.
         return worst if worst in (1, 2) else EXIT_FAILED
-    written = sum(_items_written(f) for f in stats_files)
     # Read before the parts' folder (where they are) is removed.
-    await _write_totals(args.stats, workers, stats_files)
+    totals = _read_stats(stats_files)
+    written = sum(int(t.get("items_written") or 0) for t in totals)
+    await _write_totals(args.stats, workers, totals)
     await _put_together(gatherer, parts, args.output, fmt)
     if checkpoint is not None:
         checkpoint.save(
@@ -322,11 +322,11 @@ async def _put_together(
         await anyio.to_thread.run_sync(join_parts, parts, output, fmt)
 
 
-async def _write_totals(path: str | None, workers: int, stats_files: list[Path]) -> None:
-    """``--stats``: every worker's figures, and their failed streams."""
+async def _write_totals(path: str | None, workers: int, totals: list[dict[str, Any]]) -> None:
+    """``--stats``: every worker's figures (as read from their stats files),
+    and their failed streams."""
     if not path:
         return
-    totals = _read_stats(stats_files)
     written = sum(int(t.get("items_written") or 0) for t in totals)
     body = {
         "workers": workers,
@@ -547,13 +547,6 @@ def _read_stats(files: list[Path]) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             out.append({})
     return out
-
-
-def _items_written(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text(encoding="utf-8")).get("items_written") or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 def _die_with_parent() -> None:
