@@ -2,7 +2,8 @@
 
     .venv/bin/python -m tests.crash_soak [--seconds 600] [--seed N]
 
-Each round draws an export (S3 buckets of four key shapes, DynamoDB tables,
+Each round draws an export (S3 buckets of four key shapes and a directory
+bucket, whose keys come in no order, DynamoDB tables,
 EC2 instances in three regions or IAM users; one or two workers, or a local
 Dask cluster; JSON Lines, gzip, zstd, Parquet or CSV; page sizes, shards,
 segments, rates, commit intervals; S3 folders rolled up or a snapshot),
@@ -56,6 +57,7 @@ BUCKETS = [
     Bucket("soak-flat", 5000, "flat"),
     Bucket("soak-unicode", 4000, "unicode"),
     Bucket("soak-hot", 5000, "hot"),
+    Bucket("soak--use1-az4--x-s3", 3000, "deep"),
 ]
 TABLES = [
     Table("soak-table", 4000, item_shape="mixed"),

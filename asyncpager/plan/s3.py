@@ -24,6 +24,13 @@ with ``StartAfter`` otherwise.
 
 Delimiter listings (common prefixes) are not split: a split point inside a
 rolled-up prefix would list that prefix twice. They are small by nature.
+
+Directory buckets (S3 Express One Zone: ``name--zone--x-s3``, or
+``--xa-s3``) list keys in no particular order and refuse ``StartAfter``, so
+key ranges cannot be cut from them: each is one stream that never splits,
+walks its continuation tokens and resumes on them. They also refuse a
+prefix that does not end in ``/``; such a prefix is listed from its last
+``/`` and what does not start with it is dropped.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from asyncpager.tokens import encode_token
 
 __all__ = [
     "S3RangeCursor",
+    "is_directory_bucket",
     "parse_s3_url",
     "plan_s3",
     "sample_cut",
@@ -88,6 +96,12 @@ def _content_key(entry: Mapping[str, Any]) -> bytes:
 
 def _prefix_key(entry: Mapping[str, Any]) -> bytes:
     return key_bytes(entry["Prefix"])
+
+
+def is_directory_bucket(bucket: str) -> bool:
+    """Whether ``bucket`` names a directory bucket (S3 Express One Zone), as
+    botocore's endpoint rules tell them apart: by the name's suffix."""
+    return bucket.endswith(("--x-s3", "--xa-s3"))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -153,7 +167,11 @@ def plan_s3(
         if delimiter:
             base["Delimiter"] = delimiter
         density = (densities or {}).get(url, TYPICAL_KEYS)
-        if delimiter:
+        if is_directory_bucket(bucket) and delimiter and delimiter != "/":
+            raise ConfigurationError(
+                f"directory bucket {bucket} takes only '/' as delimiter, not {delimiter!r}"
+            )
+        if delimiter or is_directory_bucket(bucket):
             ranges = [KeyRange()]
         else:
             ranges = _cut(shards, prefix, density, (folders or {}).get(url) or ())
@@ -219,6 +237,8 @@ async def _first_page(url: str, client: Any, **extra: Any) -> tuple[Any, str]:
     """The first page (up to 1,000 entries) under ``url``, or ``None`` when
     it cannot be read (the listing itself will say why), and the prefix."""
     bucket, prefix = parse_s3_url(url)
+    if is_directory_bucket(bucket):
+        return None, prefix  # listed as one stream: nothing to cut
     params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 1000, **extra}
     if prefix:
         params["Prefix"] = prefix
@@ -300,13 +320,24 @@ class S3RangeCursor:
     ) -> None:
         self.stream = stream
         self._range = KeyRange(stream.shape.get("lo"), stream.shape.get("hi"))
+        self._directory = is_directory_bucket(str(stream.params.get("Bucket", "")))
+        if self._directory and (self._range.lo is not None or self._range.hi is not None):
+            raise ConfigurationError(
+                f"directory bucket {stream.params['Bucket']} lists keys in no order:"
+                " it cannot be listed by key range"
+            )
         snapshot = stream.shape.get("snapshot")
         self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
         position: Mapping[str, Any] = stream.position or {}
         self._after: str | None = position.get("after")
         self._token: str | None = position.get("token")
-        self._splittable = "Delimiter" not in stream.params
+        self._splittable = "Delimiter" not in stream.params and not self._directory
         self._prefix = str(stream.params.get("Prefix", ""))
+        #: A directory bucket's prefix that it would refuse (not ending in
+        #: "/"): listed from its last "/", what does not start with it dropped.
+        self._keep: str | None = None
+        if self._directory and self._prefix and not self._prefix.endswith("/"):
+            self._keep = self._prefix
         # A shard starting from scratch reads a short page first: a range
         # that turns out empty or small (most ranges given away by a split
         # in a sparse key space) then costs a tenth of a page's parse
@@ -317,7 +348,9 @@ class S3RangeCursor:
             and not self._token
             and (stream.page_size is None or stream.page_size > PROBE_KEYS)
         )
-        self._finished = False
+        # A directory bucket's stream resumes on its token alone: a position
+        # without one is after its last page.
+        self._finished = self._directory and self._after is not None and not self._token
         self._count = 0
         self._pages_at_split = 0
         self._sample: list[str] = []
@@ -329,9 +362,13 @@ class S3RangeCursor:
         after its last key (its lower bound when it has none)."""
         params = dict(self.stream.params)
         config: dict[str, Any] = {}
+        if self._keep is not None:
+            params["Prefix"] = self._keep[: self._keep.rfind("/") + 1]
+            if not params["Prefix"]:
+                del params["Prefix"]
         if self._token:
             config["StartingToken"] = encode_token({"ContinuationToken": self._token})
-        else:
+        elif not self._directory:
             start_after = self._after if self._after is not None else self._range.lo
             if start_after is not None:
                 params["StartAfter"] = start_after
@@ -370,6 +407,10 @@ class S3RangeCursor:
             contents = contents[: bisect_right(contents, hi, key=_content_key)]
             prefixes = prefixes[: bisect_right(prefixes, hi, key=_prefix_key)]
             self._finished = True
+        if self._keep is not None:
+            keep = self._keep
+            contents = [c for c in contents if c["Key"].startswith(keep)]
+            prefixes = [p for p in prefixes if p["Prefix"].startswith(keep)]
         if self._snapshot is not None:
             snapshot = self._snapshot
             contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]

@@ -15,7 +15,9 @@ costs the server a fraction of a millisecond. What it adds on top:
 * counters a test can read (:class:`EndpointStats`).
 
 Served operations: S3 ``ListObjectsV2``, ``ListObjects``, ``ListBuckets``,
-``HeadBucket``, ``GetBucketLocation``; DynamoDB ``Scan``, ``Query``
+``HeadBucket``, ``GetBucketLocation``, and ``CreateSession`` for a bucket
+named as a directory bucket (``name--use1-az4--x-s3``), which lists its keys
+in no order and refuses ``StartAfter``, as AWS documents; DynamoDB ``Scan``, ``Query``
 (partition-key equality), ``GetItem``, ``DescribeTable``, ``ListTables``;
 EC2 ``DescribeRegions``, ``DescribeInstances``; IAM ``ListUsers``. Clients are
 plain boto3/aiobotocore clients with ``endpoint_url``; signatures are not

@@ -1,5 +1,15 @@
 """S3 over the REST-XML protocol: ListObjectsV2, ListObjects, ListBuckets,
-HeadBucket and GetBucketLocation, for generated buckets.
+HeadBucket and GetBucketLocation, for generated buckets; and CreateSession
+for directory buckets.
+
+A bucket named as S3 Express One Zone names its directory buckets
+(``name--use1-az4--x-s3``, or ``--xa-s3`` in a Local Zone) is served as
+one, with the differences AWS documents for ``ListObjectsV2``: keys come
+in no particular order (here, blocks of keys in a scrambled order), and
+``StartAfter``, a prefix that does not end in ``/`` and a delimiter other
+than ``/`` are refused. botocore asks such a bucket for a session
+(``CreateSession``) before its first listing. With a delimiter, this
+endpoint answers in key order.
 
 Answers are assembled from byte templates, never through an XML library:
 every object's ``</Key>...</Contents>`` tail comes from a per-bucket table of
@@ -8,7 +18,9 @@ every object's ``</Key>...</Contents>`` tail comes from a per-bucket table of
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -39,6 +51,9 @@ _CREATED = 1_672_531_200.0  # 2023-01-01, when every generated bucket was "creat
 _SLOTS = 4096
 _MAX_KEYS = 1000
 _OPEN = b"<Contents><Key>"
+#: Keys of a directory bucket come in runs of this many, in scrambled order.
+_BLOCK = 97
+_SESSION_SECONDS = 300
 
 _STORAGE = ["STANDARD"] * 90 + ["STANDARD_IA"] * 5 + ["GLACIER"] * 3 + ["INTELLIGENT_TIERING"] * 2
 
@@ -87,6 +102,7 @@ class _S3Bucket:
         self.name_xml = xml_escape(spec.name).encode()
         self.keys: KeySpace = key_space(spec)
         self.meta = _ObjectMeta(spec.seed)
+        self.directory = is_directory_bucket(spec.name)
         self._ranges: dict[str, tuple[int, int]] = {}
 
     def prefix_range(self, prefix: str) -> tuple[int, int]:
@@ -96,6 +112,19 @@ class _S3Bucket:
                 self._ranges.clear()
             found = self._ranges[prefix] = self.keys.prefix_range(prefix)
         return found
+
+
+def is_directory_bucket(name: str) -> bool:
+    """Whether ``name`` is a directory bucket's (S3 Express One Zone)."""
+    return name.endswith(("--x-s3", "--xa-s3"))
+
+
+def _scramble(blocks: int) -> tuple[int, int]:
+    """``(a, c)`` such that ``j -> (a * j + c) % blocks`` visits every block once."""
+    a = max(1, int(blocks * 0.618)) | 1
+    while math.gcd(a, blocks) != 1:
+        a += 1
+    return a, blocks // 3
 
 
 @dataclass(slots=True)
@@ -183,6 +212,8 @@ class S3Service:
         elif method == "GET":
             if "location" in query:
                 operation = "GetBucketLocation"
+            elif "session" in query:
+                operation = "CreateSession"
             elif query.get("list-type") == "2":
                 operation = "ListObjectsV2"
                 has_token = bool(query.get("continuation-token"))
@@ -219,6 +250,8 @@ class S3Service:
                     headers=((b"x-amz-bucket-region", bucket.spec.region.encode()),),
                     head_only=True,
                 )
+            if call.operation == "CreateSession":
+                return self._create_session(bucket)
             if call.operation == "GetBucketLocation":
                 region = "" if bucket.spec.region == "us-east-1" else bucket.spec.region
                 body = b"%s<LocationConstraint%s>%s</LocationConstraint>"
@@ -287,7 +320,61 @@ class S3Service:
         parts.append(b"</ListAllMyBucketsResult>")
         return Reply(200, b"".join(parts))
 
+    def _create_session(self, bucket: _S3Bucket) -> Reply:
+        if not bucket.directory:
+            raise S3Error(
+                400, "InvalidRequest", "CreateSession is only supported for directory buckets"
+            )
+        expires = iso_ms(time.time() + _SESSION_SECONDS)
+        body = (
+            f"<CreateSessionResult{_NS.decode()}><Credentials>"
+            f"<SessionToken>session-{bucket.name}</SessionToken>"
+            f"<SecretAccessKey>session-secret</SecretAccessKey>"
+            f"<AccessKeyId>ASIASESSION</AccessKeyId>"
+            f"<Expiration>{expires}</Expiration>"
+            f"</Credentials></CreateSessionResult>"
+        ).encode()
+        return Reply(200, _DECL + body)
+
+    @staticmethod
+    def _check_directory(call: Call, query: dict[str, str]) -> None:
+        """What a directory bucket's listing refuses."""
+        if call.operation != "ListObjectsV2":
+            raise S3Error(
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+            )
+        if query.get("start-after"):
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                "StartAfter is not supported for directory buckets",
+                ArgumentName="start-after",
+                ArgumentValue=query["start-after"],
+            )
+        prefix = query.get("prefix", "")
+        if prefix and not prefix.endswith("/"):
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                "Prefixes of directory buckets must end in a delimiter (/)",
+                ArgumentName="prefix",
+                ArgumentValue=prefix,
+            )
+        delimiter = query.get("delimiter", "")
+        if delimiter and delimiter != "/":
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                "The only delimiter directory buckets support is /",
+                ArgumentName="delimiter",
+                ArgumentValue=delimiter,
+            )
+
     def _list_objects(self, call: Call, bucket: _S3Bucket, query: dict[str, str]) -> Reply:
+        if bucket.directory:
+            self._check_directory(call, query)
         cache_key = None
         if not call.repeat_token:
             cache_key = (bucket.name, call.operation, call.request.query)
@@ -319,7 +406,12 @@ class S3Service:
                     ArgumentName="continuation-token",
                     ArgumentValue=token,
                 ) from None
-            listing = self._walk(bucket, prefix, delimiter, position, None, max_keys)
+            if bucket.directory and not delimiter:
+                listing = self._scrambled(bucket, prefix, position, max_keys)
+            else:
+                listing = self._walk(bucket, prefix, delimiter, position, None, max_keys)
+        elif bucket.directory and not delimiter:
+            listing = self._scrambled(bucket, prefix, 0, max_keys)
         else:
             lo, hi = bucket.prefix_range(prefix)
             position = lo if marker is None else bucket.keys.first_above(marker, lo, hi)
@@ -384,6 +476,28 @@ class S3Service:
         if cache_key is not None:
             self.cache.put(cache_key, body)
         return Reply(200, body)
+
+    @staticmethod
+    def _scrambled(bucket: _S3Bucket, prefix: str, position: int, max_keys: int) -> _Listing:
+        """A directory bucket's keys: blocks of ``_BLOCK`` keys in a scrambled
+        order, from ``position`` (a block's turn times ``_BLOCK``, plus how
+        far into it) on."""
+        lo, hi = bucket.prefix_range(prefix)
+        blocks = -(-(hi - lo) // _BLOCK)
+        a, c = _scramble(max(blocks, 1))
+        turn, into = divmod(position, _BLOCK)
+        runs: list[tuple[int, int]] = []
+        taken = 0
+        while turn < blocks and taken < max_keys:
+            start = lo + ((a * turn + c) % blocks) * _BLOCK
+            end = min(start + _BLOCK, hi)
+            take = min(end - start - into, max_keys - taken)
+            runs.append((start + into, start + into + take))
+            taken += take
+            into += take
+            if start + into == end:
+                turn, into = turn + 1, 0
+        return _Listing(runs, [], turn * _BLOCK + into, turn < blocks, None)
 
     @staticmethod
     def _walk(
