@@ -90,7 +90,7 @@ Consume = Callable[[Stream, Page], Awaitable[None]]
 #: Cursor factories by ``Stream.kind``; planners register theirs.
 _CURSOR_KINDS: dict[str, CursorFactory] = {"operation": OperationCursor}
 #: Where the built-in planners register their kinds.
-_CURSOR_MODULES = {"s3-range": "asyncpager.plan.s3"}
+_CURSOR_MODULES = {"s3-range": "asyncpager.plan.s3", "s3-walk": "asyncpager.plan.s3"}
 
 
 def register_cursor(kind: str, factory: CursorFactory) -> None:

@@ -101,7 +101,7 @@ def _prefixes(endpoint: LocalEndpoint) -> list[str]:
 
 @pytest.mark.parametrize("which", range(4))
 @pytest.mark.parametrize("raw", [False, "json"])
-async def test_a_directory_bucket_is_one_stream_that_lists_it_exactly(
+async def test_a_directory_bucket_is_walked_folder_by_folder_and_listed_exactly(
     endpoint: LocalEndpoint, which: int, raw: Any
 ) -> None:
     prefix = _prefixes(endpoint)[which]
@@ -113,34 +113,70 @@ async def test_a_directory_bucket_is_one_stream_that_lists_it_exactly(
         page_size=100,
     )
     directory = [s for s in streams if s.params["Bucket"] == DIRECTORY]
-    assert len(directory) == 1
+    assert [s.kind for s in directory] == ["s3-walk"]
     assert len(streams) == 9  # the general purpose bucket is cut into key ranges
     options = {"raw_services": {"s3": raw}} if raw else {}
-    keys, report = await fetch_keys(directory, **options)
+    keys, _ = await fetch_keys(directory, **options)
     expected = [k for k in boto3_keys(endpoint, GENERAL) if k.startswith(prefix)]
     assert expected  # every prefix above holds keys
     assert len(keys) == len(set(keys))
     assert sorted(keys) == sorted(expected)
-    assert report.stats.splits == 0
 
 
-async def test_a_directory_bucket_resumes_on_its_token(endpoint: LocalEndpoint) -> None:
-    (stream,) = plan_s3(
-        [f"s3://{DIRECTORY}"], region="us-east-1", endpoint_url=endpoint.url, page_size=100
-    )
-    first: list[str] = []
-    async with Fetcher(queue_pages=2) as fetcher, fetcher.pages([stream]) as flow:
-        async for _s, page in flow:
-            first += [c["Key"] for c in page.get("Contents", [])]
-            if len(first) >= 1_000:
-                break
-    report = flow.report
-    assert report is not None
-    # The page held at the break was never acknowledged: it is listed again.
-    acknowledged = first[: len(first) - len(page.get("Contents", []))]
-    (resumed,) = report.resume_streams()
-    assert resumed.position["token"]
-    rest, _ = await fetch_keys([resumed])
+async def test_folders_given_away_are_left_out_of_the_giver(endpoint: LocalEndpoint) -> None:
+    # A resume from a position taken before a split names the folder given
+    # away in its stack, or lists it again from its parent: both are left out.
+    (stream,) = plan_s3([f"s3://{DIRECTORY}"], endpoint_url=endpoint.url, page_size=100)
+    everything = boto3_keys(endpoint, GENERAL)
+    top = sorted({k[: k.index("/") + 1] for k in everything})
+    inner = sorted({k[: k.index("/", len(top[0])) + 1] for k in everything if k.startswith(top[0])})
+    given = [top[-1], inner[1]]
+    from_the_root = stream.reshaped(given=given)
+    from_a_stack = from_the_root.at({"stack": [[top[0], None], [inner[1], None], [top[-1], None]]})
+    for start in (from_the_root, from_a_stack):
+        keys, _ = await fetch_keys([start], split=False)
+        assert sorted(keys) == sorted(k for k in everything if not k.startswith(tuple(given)))
+
+
+@pytest.fixture(scope="module")
+def latent_endpoint() -> Iterator[LocalEndpoint]:
+    # With 10 ms per request the loop waits more than it works: idle slots
+    # then take subfolders (at 0 ms the loop is the bound and none split).
+    with LocalEndpoint(
+        buckets=[Bucket(DIRECTORY, N_KEYS, "deep")], latency=LatencyModel(fixed=0.01)
+    ) as ep:
+        yield ep
+
+
+async def test_subfolders_go_to_new_streams_while_slots_are_idle(
+    latent_endpoint: LocalEndpoint,
+) -> None:
+    streams = plan_s3([f"s3://{DIRECTORY}"], endpoint_url=latent_endpoint.url, page_size=100)
+    keys, report = await fetch_keys(streams)
+    assert len(keys) == len(set(keys)) == N_KEYS
+    assert report.stats.streams_total > 8
+
+
+async def test_a_walk_stopped_again_and_again_resumes_exactly(
+    latent_endpoint: LocalEndpoint,
+) -> None:
+    streams = plan_s3([f"s3://{DIRECTORY}"], endpoint_url=latent_endpoint.url, page_size=50)
+    acknowledged: list[str] = []
+    given_on_resume = False
+    for stop in (200, 450, 700, 1_000):
+        taken: list[str] = []
+        async with Fetcher(concurrency=8, queue_pages=3) as fetcher, fetcher.pages(streams) as flow:
+            async for _s, page in flow:
+                taken += [c["Key"] for c in page.get("Contents", [])]
+                if len(taken) >= stop:
+                    break
+        assert flow.report is not None
+        # The page held at the break was never acknowledged: it is listed again.
+        acknowledged += taken[: len(taken) - len(page.get("Contents", []))]
+        streams = flow.report.resume_streams()
+        given_on_resume |= any(s.shape.get("given") for s in streams)
+    assert given_on_resume  # resumed streams that had given folders away
+    rest, _ = await fetch_keys(streams)
     together = acknowledged + rest
     assert len(together) == len(set(together)) == N_KEYS
 
@@ -167,9 +203,10 @@ async def test_key_ranges_and_other_delimiters_are_refused_before_any_request(
 
 @pytest.fixture(scope="module")
 def slow_endpoint() -> Iterator[LocalEndpoint]:
-    # 120 pages one after the other, 20 ms each: a run lasts over 2 s.
+    # About 280 folders, a request each, at 100 requests a second (below):
+    # a run lasts nearly 3 s, however fast the machine.
     with LocalEndpoint(
-        buckets=[Bucket("crash--use1-az4--x-s3", 30_000, "unicode")],
+        buckets=[Bucket("crash--use1-az4--x-s3", 30_000, "deep")],
         latency=LatencyModel(fixed=0.02),
     ) as ep:
         yield ep
@@ -185,7 +222,7 @@ def test_kill_9_then_resume_a_directory_bucket_exactly_once(
         *(sys.executable, "-m", "asyncpager", "s3", "s3://crash--use1-az4--x-s3"),
         *("--page-size", "250", "--endpoint-url", slow_endpoint.url, "--region", "us-east-1"),
         *("-o", str(out), "--checkpoint", str(checkpoint), "--commit-interval", "0.05"),
-        *("--workers", workers),
+        *("--workers", workers, "--rate", "100"),
     ]
     outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.3, 0.5])
     assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])

@@ -27,10 +27,14 @@ rolled-up prefix would list that prefix twice. They are small by nature.
 
 Directory buckets (S3 Express One Zone: ``name--zone--x-s3``, or
 ``--xa-s3``) list keys in no particular order and refuse ``StartAfter``, so
-key ranges cannot be cut from them: each is one stream that never splits,
-walks its continuation tokens and resumes on them. They also refuse a
-prefix that does not end in ``/``; such a prefix is listed from its last
-``/`` and what does not start with it is dropped.
+key ranges cannot be cut from them. Their folders are real, though: each is
+listed on its own (:class:`S3WalkCursor`), with ``Delimiter="/"``, its
+subfolders found on the way and handed to new streams while workers are
+idle. Every object is listed once, by the folder it sits in directly. They
+also refuse a prefix that does not end in ``/``; such a prefix is listed
+from its last ``/`` and what does not start with it is dropped. A listing
+with a delimiter (common prefixes, one level) is one stream, on its
+continuation tokens.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from asyncpager.tokens import encode_token
 
 __all__ = [
     "S3RangeCursor",
+    "S3WalkCursor",
     "is_directory_bucket",
     "parse_s3_url",
     "plan_s3",
@@ -71,6 +76,8 @@ __all__ = [
 ]
 
 KIND = "s3-range"
+#: Directory buckets: folder by folder (S3WalkCursor).
+WALK_KIND = "s3-walk"
 #: Keys a shard keeps from its recent pages (one in SAMPLE_STEP of each) to
 #: learn where names are when it splits.
 SAMPLE_KEYS = 256
@@ -175,8 +182,11 @@ def plan_s3(
             ranges = [KeyRange()]
         else:
             ranges = _cut(shards, prefix, density, (folders or {}).get(url) or ())
+        walk = is_directory_bucket(bucket) and not delimiter
         for key_range in ranges:
-            shape: dict[str, Any] = {"lo": key_range.lo, "hi": key_range.hi}
+            shape: dict[str, Any] = (
+                {"given": []} if walk else {"lo": key_range.lo, "hi": key_range.hi}
+            )
             if snapshot is not None:
                 shape["snapshot"] = snapshot.isoformat()
             streams.append(
@@ -188,7 +198,7 @@ def plan_s3(
                     profile=profile,
                     endpoint_url=endpoint_url,
                     page_size=page_size,
-                    kind=KIND,
+                    kind=WALK_KIND if walk else KIND,
                     shape=shape,
                     labels={"bucket": bucket},
                 )
@@ -306,6 +316,29 @@ async def sample_cut(url: str, client: Any, delimiter: str = "/") -> tuple[KeyDe
     return await sample_density(url, client), _folders_of(page)
 
 
+def _listing(
+    cursor: S3RangeCursor | S3WalkCursor,
+    params: dict[str, Any],
+    token: str | None,
+    page_size: int | None,
+) -> PageStream:
+    """``ListObjectsV2`` pages for ``cursor``: from ``token`` if there is one."""
+    config: dict[str, Any] = {}
+    if token:
+        config["StartingToken"] = encode_token({"ContinuationToken": token})
+    if page_size is not None:
+        config["PageSize"] = page_size
+    return PageStream(
+        cursor._client,
+        "list_objects_v2",
+        params,
+        pagination_config=config,
+        retry=cursor._retry,
+        clock=cursor._clock,
+        hooks=cursor._hooks,
+    )
+
+
 class S3RangeCursor:
     """Walks one key range of one listing; see the module docstring."""
 
@@ -361,28 +394,15 @@ class S3RangeCursor:
         """Pages from where the shard stands: on its continuation token, or
         after its last key (its lower bound when it has none)."""
         params = dict(self.stream.params)
-        config: dict[str, Any] = {}
         if self._keep is not None:
             params["Prefix"] = self._keep[: self._keep.rfind("/") + 1]
             if not params["Prefix"]:
                 del params["Prefix"]
-        if self._token:
-            config["StartingToken"] = encode_token({"ContinuationToken": self._token})
-        elif not self._directory:
+        if not self._token and not self._directory:
             start_after = self._after if self._after is not None else self._range.lo
             if start_after is not None:
                 params["StartAfter"] = start_after
-        if page_size is not None:
-            config["PageSize"] = page_size
-        return PageStream(
-            self._client,
-            "list_objects_v2",
-            params,
-            pagination_config=config,
-            retry=self._retry,
-            clock=self._clock,
-            hooks=self._hooks,
-        )
+        return _listing(self, params, self._token, page_size)
 
     async def next_page(self) -> dict[str, Any] | None:
         if self._finished:
@@ -502,3 +522,143 @@ class S3RangeCursor:
 
 
 register_cursor(KIND, S3RangeCursor)
+
+
+class S3WalkCursor:
+    """Walks a directory bucket folder by folder; see the module docstring.
+
+    Directory buckets list keys in no order, so no key range can be cut
+    from them; but their folders are real, and each is a listing of its
+    own. The walk lists a folder with ``Delimiter="/"``: its objects are the
+    page's items, and its subfolders go on a stack, above the folder's own
+    continuation, to be listed next (depth first: the stack holds at most a
+    page of subfolders per level). A split gives the shallowest folder not
+    yet started to a new stream, and lists it as given: a resume from an
+    earlier position, whose stack or whose re-listed pages still name it,
+    leaves it out.
+
+    Position: ``{"stack": [[folder, continuation token or None], ...]}``,
+    the top last.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        client: Any,
+        *,
+        hooks: RequestHooks | None,
+        retry: RetryPolicy | None,
+        clock: Any,
+    ) -> None:
+        self.stream = stream
+        prefix = str(stream.params.get("Prefix", ""))
+        # A prefix that is not a folder: listed from its last "/", and what
+        # does not start with it dropped (deeper entries all do).
+        self._keep = prefix if prefix and not prefix.endswith("/") else None
+        snapshot = stream.shape.get("snapshot")
+        self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
+        self._given = frozenset(stream.shape.get("given") or ())
+        position: Mapping[str, Any] = stream.position or {}
+        stack = position.get("stack")
+        if stack is None:
+            stack = [[prefix[: prefix.rfind("/") + 1], None]]
+        self._stack: list[list[Any]] = [list(e) for e in stack if e[0] not in self._given]
+        self._finished = not self._stack
+        self._count = 0
+        self._pages_at_split = 0
+        self._pages: PageStream | None = None
+        self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
+
+    def _open(self, folder: str, token: str | None) -> PageStream:
+        params = dict(self.stream.params)
+        params["Delimiter"] = "/"
+        if folder:
+            params["Prefix"] = folder
+        else:
+            params.pop("Prefix", None)
+        return _listing(self, params, token, self.stream.page_size)
+
+    async def _close_pages(self) -> None:
+        if self._pages is not None:
+            pages, self._pages = self._pages, None
+            await pages.aclose()
+
+    async def next_page(self) -> dict[str, Any] | None:
+        while self._stack:
+            folder, token = self._stack[-1]
+            if self._pages is None:
+                self._pages = self._open(folder, token)
+            try:
+                page = await self._pages.__anext__()
+            except StopAsyncIteration:
+                self._stack.pop()
+                await self._close_pages()
+                continue
+            return await self._take(page)
+        self._finished = True
+        return None
+
+    async def _take(self, page: dict[str, Any]) -> dict[str, Any]:
+        contents: Sequence[Mapping[str, Any]] = page.get("Contents") or []
+        folders = [p["Prefix"] for p in page.pop("CommonPrefixes", None) or [] if p.get("Prefix")]
+        given = self._given
+        if given:
+            folders = [f for f in folders if f not in given]
+        if self._keep is not None:
+            keep = self._keep
+            contents = [c for c in contents if c["Key"].startswith(keep)]
+            folders = [f for f in folders if f.startswith(keep)]
+        if self._snapshot is not None:
+            snapshot = self._snapshot
+            contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]
+        if "Contents" in page or contents:
+            page["Contents"] = contents
+        page["KeyCount"] = len(contents)
+        page.pop("Delimiter", None)  # the walk's own, not asked for
+        token = page.get("NextContinuationToken")
+        assert self._pages is not None
+        if page.get("IsTruncated") and token and not self._pages.done:
+            self._stack[-1][1] = token  # the folder goes on after its subfolders
+        else:
+            self._stack.pop()
+            await self._close_pages()
+        if folders:
+            # Listed next: the open listing resumes later on its token.
+            await self._close_pages()
+            self._stack.extend([f, None] for f in folders)
+        self._count += 1
+        self._finished = not self._stack
+        return page
+
+    def count_items(self, page: Mapping[str, Any]) -> int:
+        return len(page.get("Contents") or ())
+
+    @property
+    def position(self) -> Any:
+        return {"stack": [list(e) for e in self._stack]}
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def split(self) -> tuple[Stream, Stream] | None:
+        # The shallowest folder not started (the top of the stack is next,
+        # or being listed): likely the largest subtree left. Once per page,
+        # as the key-range shards.
+        if self._finished or self._count == self._pages_at_split:
+            return None
+        self._pages_at_split = self._count
+        index = next((i for i, e in enumerate(self._stack[:-1]) if e[1] is None), None)
+        if index is None:
+            return None
+        folder = self._stack.pop(index)[0]
+        self._given = self._given | {folder}
+        self.stream = self.stream.reshaped(given=sorted(self._given))
+        child = self.stream.reshaped(given=[]).at({"stack": [[folder, None]]})
+        return self.stream, child
+
+    async def aclose(self) -> None:
+        await self._close_pages()
+
+
+register_cursor(WALK_KIND, S3WalkCursor)
