@@ -973,21 +973,23 @@ class _Run:
         consumers = self.consumer_load.share(self.fetcher.clock.now())
         if loop >= LOOP_BOUND or (waiting >= SPLIT_WAITING and consumers >= CONSUMERS_BOUND):
             return
-        if self.busy + len(self.runnable) >= self.fetcher.concurrency:
-            return
-        outcome = cursor.split()
-        if outcome is None:
-            return
-        narrowed, new = outcome
-        run.shape = narrowed
-        child = _StreamRun(new)
-        self.runs.append(child)
-        self.runnable.append(child)
-        self.active += 1
-        self.stats.streams_total += 1
-        self.stats.splits += 1
-        self._commit(run)
-        self._wake()
+        # A cursor whose splits cost nothing (a folder walk gives away
+        # folders not yet started) may fill every idle slot at once; a key
+        # range splits at most once per page (S3RangeCursor.split).
+        while self.busy + len(self.runnable) < self.fetcher.concurrency:
+            outcome = cursor.split()
+            if outcome is None:
+                return
+            narrowed, new = outcome
+            run.shape = narrowed
+            child = _StreamRun(new)
+            self.runs.append(child)
+            self.runnable.append(child)
+            self.active += 1
+            self.stats.streams_total += 1
+            self.stats.splits += 1
+            self._commit(run)
+            self._wake()
 
     def give_away(self) -> list[Stream]:
         # The streams that gave the most pages are likely the largest left

@@ -50,6 +50,8 @@ ONE_BUCKET = "bench-one"
 MANY_BUCKETS = tuple(f"bench-many-{i:02d}" for i in range(20))
 TABLE = "bench-table"
 MEMORY_BUCKETS = ("bench-mem-a", "bench-mem-b")
+#: An S3 Express One Zone directory bucket, by its name: keys in no order.
+DIRECTORY_BUCKET = "bench-dir--use1-az4--x-s3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +167,11 @@ def scenarios_for(scale: Scale) -> list[Scenario]:
                 buckets=MANY_BUCKETS,
                 expected=scale.many_bucket_keys * len(MANY_BUCKETS),
             ),
+        ),
+        Scenario(
+            "s3-directory",
+            f"S3 Express: one directory bucket, {scale.one_bucket_keys:,} keys",
+            Workload("s3", buckets=(DIRECTORY_BUCKET,), expected=scale.one_bucket_keys),
         ),
         Scenario(
             "dynamodb",

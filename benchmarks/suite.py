@@ -34,6 +34,7 @@ from typing import Any
 
 from benchmarks.ceilings import ParseCost, ceiling, measure_parse_cost
 from benchmarks.scenarios import (
+    DIRECTORY_BUCKET,
     HOME_REGION,
     MANY_BUCKETS,
     MEMORY_BUCKETS,
@@ -250,6 +251,9 @@ def rclone_env(url: str) -> dict[str, str]:
         "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
         "RCLONE_CONFIG_BENCH_ENDPOINT": url,
         "RCLONE_CONFIG_BENCH_REGION": HOME_REGION,
+        # ListObjectsV2, as rclone lists AWS itself (provider "Other" means
+        # V1, which directory buckets refuse).
+        "RCLONE_CONFIG_BENCH_LIST_VERSION": "2",
         "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "benchmark",
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "benchmark",
         "RCLONE_CONFIG": os.devnull,
@@ -416,6 +420,8 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     log = _logger(args.quiet)
 
     buckets = [Bucket(ONE_BUCKET, scale.one_bucket_keys, "deep")]
+    if any(s.id == "s3-directory" for s in scenarios):
+        buckets.append(Bucket(DIRECTORY_BUCKET, scale.one_bucket_keys, "deep"))
     buckets += [
         Bucket(name, scale.many_bucket_keys, "deep", seed=i) for i, name in enumerate(MANY_BUCKETS)
     ]

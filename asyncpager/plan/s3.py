@@ -564,8 +564,6 @@ class S3WalkCursor:
             stack = [[prefix[: prefix.rfind("/") + 1], None]]
         self._stack: list[list[Any]] = [list(e) for e in stack if e[0] not in self._given]
         self._finished = not self._stack
-        self._count = 0
-        self._pages_at_split = 0
         self._pages: PageStream | None = None
         self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
 
@@ -626,7 +624,6 @@ class S3WalkCursor:
             # Listed next: the open listing resumes later on its token.
             await self._close_pages()
             self._stack.extend([f, None] for f in folders)
-        self._count += 1
         self._finished = not self._stack
         return page
 
@@ -643,11 +640,11 @@ class S3WalkCursor:
 
     def split(self) -> tuple[Stream, Stream] | None:
         # The shallowest folder not started (the top of the stack is next,
-        # or being listed): likely the largest subtree left. Once per page,
-        # as the key-range shards.
-        if self._finished or self._count == self._pages_at_split:
+        # or being listed): likely the largest subtree left. It costs no
+        # request, so unlike a key range's split it may come again at once,
+        # one folder for every idle slot.
+        if self._finished:
             return None
-        self._pages_at_split = self._count
         index = next((i for i, e in enumerate(self._stack[:-1]) if e[1] is None), None)
         if index is None:
             return None
