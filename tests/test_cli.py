@@ -284,6 +284,20 @@ def test_a_missing_bucket_is_one_line_and_the_others_are_written(
     assert {f["source"] for f in failures} == {"s3 us-east-1 ListObjectsV2 Bucket=not-here"}
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_buckets_in_two_regions_export_from_one_command(tmp_path: Path, workers: str) -> None:
+    buckets = [Bucket("eu-keys", 2_500, "deep", region="eu-west-1"), Bucket("us-keys", 300)]
+    out = tmp_path / "o.jsonl"
+    with LocalEndpoint(buckets=buckets) as ep:
+        run(
+            *("s3", "s3://eu-keys", "s3://us-keys", "--endpoint-url", ep.url),
+            *("--region", "us-east-1", "-o", str(out), "--workers", workers),
+        )
+    rows = read_records(out)
+    assert len(rows) == len({(r["_bucket"], r["Key"]) for r in rows}) == 2_800
+    assert sum(r["_bucket"] == "eu-keys" for r in rows) == 2_500
+
+
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
     # With --workers, the shard cuts are sampled before any stream runs: the
     # error comes from there, outside the streams that report their own.

@@ -540,3 +540,20 @@ async def test_snapshot_holds_on_raw_pages(raw: Any) -> None:
     assert 0 < len(cooked) < 3_000
     assert got.keys() == cooked.keys()
     assert all(isinstance(v, str) for v in got.values())
+
+
+async def test_buckets_in_two_regions_are_each_listed_in_their_own() -> None:
+    # A client signs for us-east-1; the endpoint, as S3, points it to the
+    # eu-west-1 bucket's own region (301 PermanentRedirect), and botocore
+    # follows inside the request.
+    from asyncpager.testing import Bucket, LocalEndpoint
+    from asyncpager.testing._keys import key_space
+
+    buckets = [Bucket("eu-keys", 2_500, "deep", region="eu-west-1"), Bucket("us-keys", 300)]
+    with LocalEndpoint(buckets=buckets) as ep:
+        streams = plan_s3(["s3://eu-keys", "s3://us-keys"], endpoint_url=ep.url, region="us-east-1")
+        keys, report = await list_with(ep.url, streams)
+        sent = ep.stats().requests[("s3", "ListObjectsV2")]
+    expected = [key_space(b).key(i) for b in buckets for i in range(b.count)]
+    assert sorted(keys) == sorted(expected)
+    assert sent > report.stats.requests  # the redirected ones, sent again

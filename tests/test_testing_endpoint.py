@@ -432,6 +432,8 @@ def test_list_buckets_head_bucket_and_no_such_bucket(ep: LocalEndpoint) -> None:
     head = s3.head_bucket(Bucket="eu-bucket")
     assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "eu-west-1"
     assert s3.get_bucket_location(Bucket="eu-bucket")["LocationConstraint"] == "eu-west-1"
+    # boto3 in us-east-1 followed the bucket to eu-west-1 (below).
+    assert s3.list_objects_v2(Bucket="eu-bucket")["KeyCount"] == 10
     with pytest.raises(botocore.exceptions.ClientError) as info:
         s3.head_bucket(Bucket="missing-bucket")
     assert info.value.response["Error"]["Code"] == "404"
@@ -1115,3 +1117,17 @@ def test_bad_options_say_why_in_one_line(
     assert exited.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert said in last
+
+
+def test_a_bucket_asked_for_from_another_region_is_pointed_to_its_own(ep: LocalEndpoint) -> None:
+    port = int(ep.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    # Unsigned: taken as us-east-1.
+    conn.request("GET", "/eu-bucket?list-type=2")
+    answer = conn.getresponse()
+    body = answer.read().decode()
+    conn.close()
+    assert answer.status == 301
+    assert answer.getheader("x-amz-bucket-region") == "eu-west-1"
+    assert "<Code>PermanentRedirect</Code>" in body
+    assert "<Endpoint>eu-bucket.s3.eu-west-1.amazonaws.com</Endpoint>" in body

@@ -17,7 +17,10 @@ costs the server a fraction of a millisecond. What it adds on top:
 Served operations: S3 ``ListObjectsV2``, ``ListObjects``, ``ListBuckets``,
 ``HeadBucket``, ``GetBucketLocation``, and ``CreateSession`` for a bucket
 named as a directory bucket (``name--use1-az4--x-s3``), which lists its keys
-in no order and refuses ``StartAfter``, as AWS documents; DynamoDB ``Scan``, ``Query``
+in no order and refuses ``StartAfter``, as AWS documents. A bucket asked for
+by a request signed for another region answers ``301 PermanentRedirect``
+with its region in ``x-amz-bucket-region``, as S3 does (botocore follows).
+DynamoDB ``Scan``, ``Query``
 (partition-key equality), ``GetItem``, ``DescribeTable``, ``ListTables``;
 EC2 ``DescribeRegions``, ``DescribeInstances``; IAM ``ListUsers``. Clients are
 plain boto3/aiobotocore clients with ``endpoint_url``; signatures are not

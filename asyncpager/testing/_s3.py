@@ -11,6 +11,10 @@ than ``/`` are refused. botocore asks such a bucket for a session
 (``CreateSession``) before its first listing. With a delimiter, this
 endpoint answers in key order.
 
+A request signed for a region other than its bucket's is answered ``301
+PermanentRedirect`` with ``x-amz-bucket-region``, as S3 answers it;
+``GetBucketLocation`` is answered from anywhere.
+
 Answers are assembled from byte templates, never through an XML library:
 every object's ``</Key>...</Contents>`` tail comes from a per-bucket table of
 4096 precomputed variants, so a 1000-key page is one pass of list appends.
@@ -243,6 +247,10 @@ class S3Service:
                     "The specified bucket does not exist",
                     BucketName=bucket_name,
                 )
+            if bucket.spec.region != call.region and call.operation != "GetBucketLocation":
+                # Signed for another region: S3 points at the bucket's own,
+                # and botocore follows (its S3 region redirector).
+                return self._elsewhere(call, bucket, head)
             if call.operation == "HeadBucket":
                 return Reply(
                     200,
@@ -319,6 +327,22 @@ class S3Service:
             parts.append(f"<Prefix>{xml_escape(prefix)}</Prefix>".encode())
         parts.append(b"</ListAllMyBucketsResult>")
         return Reply(200, b"".join(parts))
+
+    @staticmethod
+    def _elsewhere(call: Call, bucket: _S3Bucket, head: bool) -> Reply:
+        region = bucket.spec.region
+        reply = error_reply(
+            301,
+            "PermanentRedirect",
+            "The bucket you are attempting to access must be addressed using the specified"
+            " endpoint. Please send all future requests to this endpoint.",
+            call.request_id,
+            head,
+            Endpoint=f"{bucket.name}.s3.{region}.amazonaws.com",
+            Bucket=bucket.name,
+        )
+        reply.headers = ((b"x-amz-bucket-region", region.encode()),)
+        return reply
 
     def _create_session(self, bucket: _S3Bucket) -> Reply:
         if not bucket.directory:
