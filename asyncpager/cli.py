@@ -194,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s3.add_argument("--delimiter", help="list common prefixes (not sharded)")
     s3.add_argument("--snapshot", action="store_true", help="leave out objects modified later")
+    s3.add_argument(
+        "--params",
+        help='extra ListObjectsV2 parameters as JSON ({"RequestPayer": "requester"}, '
+        "ExpectedBucketOwner, FetchOwner...)",
+    )
     _common(s3)
     ddb = sub.add_parser("dynamodb", help="scan a table in parallel segments")
     ddb.add_argument("table")
@@ -420,7 +425,9 @@ def _deals_once(args: argparse.Namespace) -> bool:
     return _on_cluster(args) or _worker_processes(args) > 1
 
 
-async def _sample_cuts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _sample_cuts(
+    args: argparse.Namespace, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Densities and top-level folders of each S3 URL (see ``sample_cut``),
     to cut its shards where its keys are."""
     if args.delimiter:
@@ -448,7 +455,7 @@ async def _sample_cuts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
         install(client)
 
         async def one(url: str) -> None:
-            densities[url], folders[url] = await sample_cut(url, client)
+            densities[url], folders[url] = await sample_cut(url, client, params=params)
 
         async with anyio.create_task_group() as tg:
             for url in dict.fromkeys(args.urls):
@@ -489,7 +496,11 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         workers = _worker_processes(args)
         if not args.shards and workers > 1:
             shards = max(1, 16 * workers // len(args.urls))
-        densities, folders = await _sample_cuts(args) if _deals_once(args) else (None, None)
+        extra = _json_arg(args.params, "--params")
+        if _deals_once(args):
+            densities, folders = await _sample_cuts(args, extra)
+        else:
+            densities, folders = None, None
         streams = plan_s3(
             args.urls,
             shards=shards,
@@ -501,6 +512,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
             snapshot=dt.datetime.now(dt.UTC) if args.snapshot else None,
             densities=densities,
             folders=folders,
+            params=extra,
         )
         return streams, label_keys(args), limits, total
     if args.command == "dynamodb":

@@ -207,6 +207,9 @@ BAD_INPUTS = [
     (["s3", "s3://b-b-b", "--endpoint-url", "ftp://host"], "http(s) URL"),
     (["s3", "s3://b-b-b", "--checkpoint", "cp.json"], "needs -o"),
     (["frobnicate"], "invalid choice"),
+    (["s3", "s3://b-b-b", "--params", '{"StartAfter": "k"}'], "set by the planner"),
+    (["s3", "s3://b-b-b", "--params", '{"RequestPayers": "requester"}'], "takes no RequestPayers"),
+    (["s3", "s3://b-b-b", "--params", "[1]"], "must be a JSON object"),
 ]
 
 
@@ -296,6 +299,22 @@ def test_buckets_in_two_regions_export_from_one_command(tmp_path: Path, workers:
     rows = read_records(out)
     assert len(rows) == len({(r["_bucket"], r["Key"]) for r in rows}) == 2_800
     assert sum(r["_bucket"] == "eu-keys" for r in rows) == 2_500
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_requester_pays_bucket_exports_with_its_params(tmp_path: Path, workers: str) -> None:
+    out = tmp_path / "o.jsonl"
+    with LocalEndpoint(buckets=[Bucket("paid", 3_000, "deep", requester_pays=True)]) as ep:
+        argv = ["s3", "s3://paid", "--endpoint-url", ep.url, "--region", "us-east-1"]
+        argv += ["-o", str(out), "--workers", workers]
+        refused = run(*argv, check=False)
+        run(*argv, "--params", '{"RequestPayer": "requester", "FetchOwner": true}')
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "AccessDenied" in line
+    rows = read_records(out)
+    assert len(rows) == len({r["Key"] for r in rows}) == 3_000
+    assert all(r["Owner"]["ID"] for r in rows)  # FetchOwner reached every request
 
 
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:

@@ -1131,3 +1131,13 @@ def test_a_bucket_asked_for_from_another_region_is_pointed_to_its_own(ep: LocalE
     assert answer.getheader("x-amz-bucket-region") == "eu-west-1"
     assert "<Code>PermanentRedirect</Code>" in body
     assert "<Endpoint>eu-bucket.s3.eu-west-1.amazonaws.com</Endpoint>" in body
+
+
+def test_a_requester_pays_bucket_answers_only_those_who_pay() -> None:
+    with LocalEndpoint(buckets=[Bucket("paid", 10, requester_pays=True)]) as endpoint:
+        s3 = make_client(endpoint.url, "s3")
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            s3.list_objects_v2(Bucket="paid")
+        assert info.value.response["Error"]["Code"] == "AccessDenied"
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert s3.list_objects_v2(Bucket="paid", RequestPayer="requester")["KeyCount"] == 10

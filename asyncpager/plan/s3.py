@@ -87,6 +87,16 @@ PROBE_KEYS = 100
 # S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
+#: ListObjectsV2 parameters the planner sets, never passed through from ``params``.
+_LIST_OWNED = {
+    "Bucket": "give it in the s3:// URL",
+    "Prefix": "give it in the s3:// URL",
+    "Delimiter": "use delimiter= (--delimiter)",
+    "StartAfter": "each key range starts itself; resume from the checkpointed streams",
+    "ContinuationToken": "resume from the checkpointed streams",
+    "MaxKeys": "use page_size= (--page-size)",
+    "EncodingType": "botocore asks for URL-encoded keys and decodes them",
+}
 
 
 def _modified(value: Any) -> dt.datetime:
@@ -155,7 +165,10 @@ def plan_s3(
     round-robin hands out whole folders in turn.
     ``snapshot`` leaves out objects
     modified after that instant, so that a listing of a bucket under writes is
-    a consistent snapshot of the objects that existed then.
+    a consistent snapshot of the objects that existed then. ``params`` go
+    into every request (``RequestPayer``, ``ExpectedBucketOwner``,
+    ``FetchOwner``, ``OptionalObjectAttributes``); those the planner sets
+    (the bucket, prefix, delimiter, page size, start and token) are refused.
     """
     urls = list(urls)
     if shards is None:
@@ -164,6 +177,7 @@ def plan_s3(
         raise ConfigurationError(f"shards must be between 1 and {_MAX_SHARDS}, not {shards}")
     if snapshot is not None and snapshot.tzinfo is None:
         raise ConfigurationError("snapshot needs a timezone-aware datetime")
+    _check_params(params or {})
     streams: list[Stream] = []
     for url in urls:
         bucket, prefix = parse_s3_url(url)
@@ -204,6 +218,25 @@ def plan_s3(
                 )
             )
     return streams
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    """Refuse what the planner sets, and names ListObjectsV2 does not take
+    (a typo is said before any request, not once per stream)."""
+    for name in params:
+        if name in _LIST_OWNED:
+            raise ConfigurationError(f"{name} is set by the planner: {_LIST_OWNED[name]}")
+    if not params:
+        return
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("s3")
+    takes = set(model.operation_model("ListObjectsV2").input_shape.members) - set(_LIST_OWNED)
+    unknown = sorted(set(params) - takes)
+    if unknown:
+        raise ConfigurationError(
+            f"ListObjectsV2 takes no {', '.join(unknown)} here (only {', '.join(sorted(takes))})"
+        )
 
 
 def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) -> list[KeyRange]:
@@ -304,16 +337,21 @@ async def sample_density(url: str, client: Any) -> KeyDensity:
     return _density_of(page, prefix)
 
 
-async def sample_cut(url: str, client: Any, delimiter: str = "/") -> tuple[KeyDensity, list[str]]:
+async def sample_cut(
+    url: str, client: Any, delimiter: str = "/", params: Mapping[str, Any] | None = None
+) -> tuple[KeyDensity, list[str]]:
     """``(sample_density(url), sample_folders(url))`` in one request where one
     answers both: a ``Delimiter`` listing whose first page rolls up no
     folder holds exactly the first page of keys (a key with the delimiter
     would have been rolled up), so only a bucket with folders costs a second
-    listing for its density."""
-    page, prefix = await _first_page(url, client, Delimiter=delimiter)
+    listing for its density. ``params`` go into both (a requester-pays
+    bucket answers only requests that carry ``RequestPayer``)."""
+    extra = dict(params or {})
+    page, prefix = await _first_page(url, client, **extra, Delimiter=delimiter)
     if page is not None and not page.get("CommonPrefixes"):
         return _density_of(page, prefix), []
-    return await sample_density(url, client), _folders_of(page)
+    dense, _ = await _first_page(url, client, **extra)
+    return _density_of(dense, prefix), _folders_of(page)
 
 
 def _listing(

@@ -19,7 +19,9 @@ Served operations: S3 ``ListObjectsV2``, ``ListObjects``, ``ListBuckets``,
 named as a directory bucket (``name--use1-az4--x-s3``), which lists its keys
 in no order and refuses ``StartAfter``, as AWS documents. A bucket asked for
 by a request signed for another region answers ``301 PermanentRedirect``
-with its region in ``x-amz-bucket-region``, as S3 does (botocore follows).
+with its region in ``x-amz-bucket-region``, as S3 does (botocore follows);
+a requester-pays bucket (``Bucket(requester_pays=True)``) refuses requests
+without ``RequestPayer``.
 DynamoDB ``Scan``, ``Query``
 (partition-key equality), ``GetItem``, ``DescribeTable``, ``ListTables``;
 EC2 ``DescribeRegions``, ``DescribeInstances``; IAM ``ListUsers``. Clients are

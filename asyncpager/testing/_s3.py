@@ -11,6 +11,9 @@ than ``/`` are refused. botocore asks such a bucket for a session
 (``CreateSession``) before its first listing. With a delimiter, this
 endpoint answers in key order.
 
+A requester-pays bucket refuses a request that does not say it pays
+(``x-amz-request-payer: requester``) with 403 ``AccessDenied``.
+
 A request signed for a region other than its bucket's is answered ``301
 PermanentRedirect`` with ``x-amz-bucket-region``, as S3 answers it;
 ``GetBucketLocation`` is answered from anywhere.
@@ -247,6 +250,11 @@ class S3Service:
                     "The specified bucket does not exist",
                     BucketName=bucket_name,
                 )
+            if (
+                bucket.spec.requester_pays
+                and call.request.header(b"x-amz-request-payer") != "requester"
+            ):
+                raise S3Error(403, "AccessDenied", "Access Denied")
             if bucket.spec.region != call.region and call.operation != "GetBucketLocation":
                 # Signed for another region: S3 points at the bucket's own,
                 # and botocore follows (its S3 region redirector).

@@ -112,6 +112,9 @@ class Bucket:
     seed: int = 0
     keys: tuple[str, ...] | None = None
     region: str = "us-east-1"
+    #: Requester pays: a request without ``x-amz-request-payer: requester``
+    #: is refused (403 ``AccessDenied``), as S3 refuses anyone but the owner.
+    requester_pays: bool = False
 
     def __post_init__(self) -> None:
         if not _BUCKET_NAME.match(self.name) or ".." in self.name:
