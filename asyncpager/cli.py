@@ -481,7 +481,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
     if args.command == "s3":
         import datetime as dt
 
-        from asyncpager.plan.s3 import parse_s3_url, plan_s3
+        from asyncpager.plan.s3 import check_list_params, parse_s3_url, plan_s3
 
         for url in args.urls:
             parse_s3_url(url)
@@ -497,6 +497,7 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         if not args.shards and workers > 1:
             shards = max(1, 16 * workers // len(args.urls))
         extra = _json_arg(args.params, "--params")
+        check_list_params(extra)  # before the sampling sends them
         if _deals_once(args):
             densities, folders = await _sample_cuts(args, extra)
         else:

@@ -67,6 +67,7 @@ from asyncpager.tokens import encode_token
 __all__ = [
     "S3RangeCursor",
     "S3WalkCursor",
+    "check_list_params",
     "is_directory_bucket",
     "parse_s3_url",
     "plan_s3",
@@ -177,7 +178,7 @@ def plan_s3(
         raise ConfigurationError(f"shards must be between 1 and {_MAX_SHARDS}, not {shards}")
     if snapshot is not None and snapshot.tzinfo is None:
         raise ConfigurationError("snapshot needs a timezone-aware datetime")
-    _check_params(params or {})
+    check_list_params(params or {})
     streams: list[Stream] = []
     for url in urls:
         bucket, prefix = parse_s3_url(url)
@@ -220,7 +221,7 @@ def plan_s3(
     return streams
 
 
-def _check_params(params: Mapping[str, Any]) -> None:
+def check_list_params(params: Mapping[str, Any]) -> None:
     """Refuse what the planner sets, and names ListObjectsV2 does not take
     (a typo is said before any request, not once per stream)."""
     for name in params:
