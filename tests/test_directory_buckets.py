@@ -100,7 +100,7 @@ def _prefixes(endpoint: LocalEndpoint) -> list[str]:
 
 
 @pytest.mark.parametrize("which", range(4))
-@pytest.mark.parametrize("raw", [False, "json"])
+@pytest.mark.parametrize("raw", [False, True, "json"])
 async def test_a_directory_bucket_is_walked_folder_by_folder_and_listed_exactly(
     endpoint: LocalEndpoint, which: int, raw: Any
 ) -> None:
