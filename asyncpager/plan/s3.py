@@ -40,6 +40,7 @@ continuation tokens.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 from bisect import bisect_right
@@ -189,15 +190,16 @@ def plan_s3(
         if delimiter:
             base["Delimiter"] = delimiter
         density = (densities or {}).get(url, TYPICAL_KEYS)
-        if is_directory_bucket(bucket) and delimiter and delimiter != "/":
+        directory = is_directory_bucket(bucket)
+        if directory and delimiter and delimiter != "/":
             raise ConfigurationError(
                 f"directory bucket {bucket} takes only '/' as delimiter, not {delimiter!r}"
             )
-        if delimiter or is_directory_bucket(bucket):
+        if delimiter or directory:
             ranges = [KeyRange()]
         else:
             ranges = _cut(shards, prefix, density, (folders or {}).get(url) or ())
-        walk = is_directory_bucket(bucket) and not delimiter
+        walk = directory and not delimiter
         for key_range in ranges:
             shape: dict[str, Any] = (
                 {"given": []} if walk else {"lo": key_range.lo, "hi": key_range.hi}
@@ -229,15 +231,22 @@ def check_list_params(params: Mapping[str, Any]) -> None:
             raise ConfigurationError(f"{name} is set by the planner: {_LIST_OWNED[name]}")
     if not params:
         return
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("s3")
-    takes = set(model.operation_model("ListObjectsV2").input_shape.members) - set(_LIST_OWNED)
+    takes = _list_takes()
     unknown = sorted(set(params) - takes)
     if unknown:
         raise ConfigurationError(
             f"ListObjectsV2 takes no {', '.join(unknown)} here (only {', '.join(sorted(takes))})"
         )
+
+
+@functools.cache
+def _list_takes() -> frozenset[str]:
+    """The ListObjectsV2 parameters a caller may pass (botocore's model, read once)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("s3")
+    members = model.operation_model("ListObjectsV2").input_shape.members
+    return frozenset(members) - frozenset(_LIST_OWNED)
 
 
 def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) -> list[KeyRange]:
@@ -323,7 +332,9 @@ async def sample_folders(url: str, client: Any, delimiter: str = "/") -> list[st
     return _folders_of(page)
 
 
-async def sample_density(url: str, client: Any) -> KeyDensity:
+async def sample_density(
+    url: str, client: Any, params: Mapping[str, Any] | None = None
+) -> KeyDensity:
     """Where the keys under ``url`` are, learned from one page of them.
 
     Shards dealt once and for all (to ``--workers`` processes, to cluster
@@ -332,9 +343,10 @@ async def sample_density(url: str, client: Any) -> KeyDensity:
     most shards empty and one process with all the work. The first page's
     keys, after what they share, show the characters names are made of. A
     bucket that fits in one page, or a page that cannot be read (the
-    listing itself will say why), gives the default model.
+    listing itself will say why), gives the default model. ``params`` go
+    into the request.
     """
-    page, prefix = await _first_page(url, client)
+    page, prefix = await _first_page(url, client, **(params or {}))
     return _density_of(page, prefix)
 
 
@@ -351,35 +363,13 @@ async def sample_cut(
     page, prefix = await _first_page(url, client, **extra, Delimiter=delimiter)
     if page is not None and not page.get("CommonPrefixes"):
         return _density_of(page, prefix), []
-    dense, _ = await _first_page(url, client, **extra)
-    return _density_of(dense, prefix), _folders_of(page)
+    return await sample_density(url, client, extra), _folders_of(page)
 
 
-def _listing(
-    cursor: S3RangeCursor | S3WalkCursor,
-    params: dict[str, Any],
-    token: str | None,
-    page_size: int | None,
-) -> PageStream:
-    """``ListObjectsV2`` pages for ``cursor``: from ``token`` if there is one."""
-    config: dict[str, Any] = {}
-    if token:
-        config["StartingToken"] = encode_token({"ContinuationToken": token})
-    if page_size is not None:
-        config["PageSize"] = page_size
-    return PageStream(
-        cursor._client,
-        "list_objects_v2",
-        params,
-        pagination_config=config,
-        retry=cursor._retry,
-        clock=cursor._clock,
-        hooks=cursor._hooks,
-    )
-
-
-class S3RangeCursor:
-    """Walks one key range of one listing; see the module docstring."""
+class _Listing:
+    """What both S3 cursors hold: the stream, how to ask (client, hooks,
+    retries, clock), the snapshot, and a directory bucket's prefix that is
+    not a folder."""
 
     def __init__(
         self,
@@ -391,25 +381,72 @@ class S3RangeCursor:
         clock: Any,
     ) -> None:
         self.stream = stream
-        self._range = KeyRange(stream.shape.get("lo"), stream.shape.get("hi"))
+        self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
+        snapshot = stream.shape.get("snapshot")
+        self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
+        self._prefix = str(stream.params.get("Prefix", ""))
         self._directory = is_directory_bucket(str(stream.params.get("Bucket", "")))
+        #: A directory bucket's prefix that it would refuse (not ending in
+        #: "/"): listed from its last "/", what does not start with it dropped
+        #: (deeper entries all start with it).
+        self._keep: str | None = None
+        if self._directory and self._prefix and not self._prefix.endswith("/"):
+            self._keep = self._prefix
+
+    def _pages_from(
+        self, params: dict[str, Any], token: str | None, page_size: int | None
+    ) -> PageStream:
+        """``ListObjectsV2`` pages: from ``token`` if there is one."""
+        config: dict[str, Any] = {}
+        if token:
+            config["StartingToken"] = encode_token({"ContinuationToken": token})
+        if page_size is not None:
+            config["PageSize"] = page_size
+        return PageStream(
+            self._client,
+            "list_objects_v2",
+            params,
+            pagination_config=config,
+            retry=self._retry,
+            clock=self._clock,
+            hooks=self._hooks,
+        )
+
+    def _filtered(
+        self, contents: Sequence[Mapping[str, Any]], prefixes: list[dict[str, Any]]
+    ) -> tuple[Sequence[Mapping[str, Any]], list[dict[str, Any]]]:
+        """What the kept prefix and the snapshot leave of a page's objects and
+        common prefixes (both as they came when neither is set)."""
+        if self._keep is not None:
+            keep = self._keep
+            contents = [c for c in contents if c["Key"].startswith(keep)]
+            prefixes = [p for p in prefixes if p["Prefix"].startswith(keep)]
+        if self._snapshot is not None:
+            snapshot = self._snapshot
+            contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]
+        return contents, prefixes
+
+
+def _folder_of(prefix: str) -> str:
+    """The folder ``prefix`` lies in (up to its last "/"; "" at the top)."""
+    return prefix[: prefix.rfind("/") + 1]
+
+
+class S3RangeCursor(_Listing):
+    """Walks one key range of one listing; see the module docstring."""
+
+    def __init__(self, stream: Stream, client: Any, **how: Any) -> None:
+        super().__init__(stream, client, **how)  # hooks=, retry=, clock=
+        self._range = KeyRange(stream.shape.get("lo"), stream.shape.get("hi"))
         if self._directory and (self._range.lo is not None or self._range.hi is not None):
             raise ConfigurationError(
                 f"directory bucket {stream.params['Bucket']} lists keys in no order:"
                 " it cannot be listed by key range"
             )
-        snapshot = stream.shape.get("snapshot")
-        self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
         position: Mapping[str, Any] = stream.position or {}
         self._after: str | None = position.get("after")
         self._token: str | None = position.get("token")
         self._splittable = "Delimiter" not in stream.params and not self._directory
-        self._prefix = str(stream.params.get("Prefix", ""))
-        #: A directory bucket's prefix that it would refuse (not ending in
-        #: "/"): listed from its last "/", what does not start with it dropped.
-        self._keep: str | None = None
-        if self._directory and self._prefix and not self._prefix.endswith("/"):
-            self._keep = self._prefix
         # A shard starting from scratch reads a short page first: a range
         # that turns out empty or small (most ranges given away by a split
         # in a sparse key space) then costs a tenth of a page's parse
@@ -426,7 +463,6 @@ class S3RangeCursor:
         self._count = 0
         self._pages_at_split = 0
         self._sample: list[str] = []
-        self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
         self._pages = self._open(PROBE_KEYS if self._probing else stream.page_size)
 
     def _open(self, page_size: int | None) -> PageStream:
@@ -434,14 +470,14 @@ class S3RangeCursor:
         after its last key (its lower bound when it has none)."""
         params = dict(self.stream.params)
         if self._keep is not None:
-            params["Prefix"] = self._keep[: self._keep.rfind("/") + 1]
+            params["Prefix"] = _folder_of(self._keep)
             if not params["Prefix"]:
                 del params["Prefix"]
         if not self._token and not self._directory:
             start_after = self._after if self._after is not None else self._range.lo
             if start_after is not None:
                 params["StartAfter"] = start_after
-        return _listing(self, params, self._token, page_size)
+        return self._pages_from(params, self._token, page_size)
 
     async def next_page(self) -> dict[str, Any] | None:
         if self._finished:
@@ -466,13 +502,7 @@ class S3RangeCursor:
             contents = contents[: bisect_right(contents, hi, key=_content_key)]
             prefixes = prefixes[: bisect_right(prefixes, hi, key=_prefix_key)]
             self._finished = True
-        if self._keep is not None:
-            keep = self._keep
-            contents = [c for c in contents if c["Key"].startswith(keep)]
-            prefixes = [p for p in prefixes if p["Prefix"].startswith(keep)]
-        if self._snapshot is not None:
-            snapshot = self._snapshot
-            contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]
+        contents, prefixes = self._filtered(contents, prefixes)
         if "Contents" in page or contents:
             page["Contents"] = contents
         if "CommonPrefixes" in page:
@@ -563,7 +593,7 @@ class S3RangeCursor:
 register_cursor(KIND, S3RangeCursor)
 
 
-class S3WalkCursor:
+class S3WalkCursor(_Listing):
     """Walks a directory bucket folder by folder; see the module docstring.
 
     Directory buckets list keys in no order, so no key range can be cut
@@ -580,31 +610,20 @@ class S3WalkCursor:
     the top last.
     """
 
-    def __init__(
-        self,
-        stream: Stream,
-        client: Any,
-        *,
-        hooks: RequestHooks | None,
-        retry: RetryPolicy | None,
-        clock: Any,
-    ) -> None:
-        self.stream = stream
-        prefix = str(stream.params.get("Prefix", ""))
-        # A prefix that is not a folder: listed from its last "/", and what
-        # does not start with it dropped (deeper entries all do).
-        self._keep = prefix if prefix and not prefix.endswith("/") else None
-        snapshot = stream.shape.get("snapshot")
-        self._snapshot = dt.datetime.fromisoformat(snapshot) if snapshot else None
+    def __init__(self, stream: Stream, client: Any, **how: Any) -> None:
+        super().__init__(stream, client, **how)  # hooks=, retry=, clock=
         self._given = frozenset(stream.shape.get("given") or ())
         position: Mapping[str, Any] = stream.position or {}
         stack = position.get("stack")
         if stack is None:
-            stack = [[prefix[: prefix.rfind("/") + 1], None]]
-        self._stack: list[list[Any]] = [list(e) for e in stack if e[0] not in self._given]
+            stack = [[_folder_of(self._prefix), None]]
+        # Entries are replaced, never changed in place: a page's position is
+        # then a copy of the list alone.
+        self._stack: list[tuple[str, str | None]] = [
+            (folder, token) for folder, token in stack if folder not in self._given
+        ]
         self._finished = not self._stack
         self._pages: PageStream | None = None
-        self._client, self._hooks, self._retry, self._clock = client, hooks, retry, clock
 
     def _open(self, folder: str, token: str | None) -> PageStream:
         params = dict(self.stream.params)
@@ -613,7 +632,7 @@ class S3WalkCursor:
             params["Prefix"] = folder
         else:
             params.pop("Prefix", None)
-        return _listing(self, params, token, self.stream.page_size)
+        return self._pages_from(params, token, self.stream.page_size)
 
     async def _close_pages(self) -> None:
         if self._pages is not None:
@@ -631,23 +650,16 @@ class S3WalkCursor:
                 self._stack.pop()
                 await self._close_pages()
                 continue
-            return await self._take(page)
+            return await self._take(folder, page)
         self._finished = True
         return None
 
-    async def _take(self, page: dict[str, Any]) -> dict[str, Any]:
-        contents: Sequence[Mapping[str, Any]] = page.get("Contents") or []
-        folders = [p["Prefix"] for p in page.pop("CommonPrefixes", None) or [] if p.get("Prefix")]
+    async def _take(self, folder: str, page: dict[str, Any]) -> dict[str, Any]:
+        contents, prefixes = self._filtered(
+            page.get("Contents") or [], page.pop("CommonPrefixes", None) or []
+        )
         given = self._given
-        if given:
-            folders = [f for f in folders if f not in given]
-        if self._keep is not None:
-            keep = self._keep
-            contents = [c for c in contents if c["Key"].startswith(keep)]
-            folders = [f for f in folders if f.startswith(keep)]
-        if self._snapshot is not None:
-            snapshot = self._snapshot
-            contents = [c for c in contents if _modified(c["LastModified"]) <= snapshot]
+        folders = [p["Prefix"] for p in prefixes if p.get("Prefix") and p["Prefix"] not in given]
         if "Contents" in page or contents:
             page["Contents"] = contents
         page["KeyCount"] = len(contents)
@@ -655,14 +667,14 @@ class S3WalkCursor:
         token = page.get("NextContinuationToken")
         assert self._pages is not None
         if page.get("IsTruncated") and token and not self._pages.done:
-            self._stack[-1][1] = token  # the folder goes on after its subfolders
+            self._stack[-1] = (folder, token)  # the folder goes on after its subfolders
         else:
             self._stack.pop()
             await self._close_pages()
         if folders:
             # Listed next: the open listing resumes later on its token.
             await self._close_pages()
-            self._stack.extend([f, None] for f in folders)
+            self._stack.extend((f, None) for f in folders)
         self._finished = not self._stack
         return page
 
@@ -671,7 +683,7 @@ class S3WalkCursor:
 
     @property
     def position(self) -> Any:
-        return {"stack": [list(e) for e in self._stack]}
+        return {"stack": list(self._stack)}
 
     @property
     def finished(self) -> bool:
