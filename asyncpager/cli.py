@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import signal
 import sys
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
@@ -697,18 +698,35 @@ def failure_records(failures: Sequence[Any]) -> list[dict[str, str]]:
     ]
 
 
+#: What differs between streams that failed alike: the query string of the
+#: URL a connection error names (each range's own ``start-after``), and the
+#: token each had reached.
+_PER_STREAM = (
+    (re.compile(r"(\bhttps?://[^\s\"'?]*)\?[^\s\"']*"), r"\1"),
+    (re.compile(r"; last_token=.*$"), ""),
+)
+
+
+def _alike(error: str) -> str:
+    for pattern, replacement in _PER_STREAM:
+        error = pattern.sub(replacement, error)
+    return error
+
+
 def failure_lines(failures: Sequence[Mapping[str, str]]) -> list[str]:
     """One line per listing and error (``failures`` as
     :func:`failure_records` gives them): the key ranges of a bucket that
     does not exist fail alike, and 32 lines that differ only in their range
-    say it no better than one."""
+    say it no better than one. Errors that differ only in what is each
+    stream's own (the query of a URL that could not be reached, the last
+    token) are alike; ``--stats`` keeps each whole."""
     groups: dict[tuple[str, str], list[Mapping[str, str]]] = {}
     for failed in failures:
-        groups.setdefault((failed["source"], failed["error"]), []).append(failed)
+        groups.setdefault((failed["source"], _alike(failed["error"])), []).append(failed)
     lines = []
     for (source, error), alike in groups.items():
         if len(alike) == 1:
-            lines.append(f"stream {alike[0]['stream']} failed: {error}")
+            lines.append(f"stream {alike[0]['stream']} failed: {alike[0]['error']}")
         else:
             lines.append(f"{len(alike)} streams of {source} failed: {error}")
     return lines

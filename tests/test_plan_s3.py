@@ -497,7 +497,7 @@ async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None
 
 
 @pytest.mark.slow
-async def test_a_bucket_without_folders_is_sampled_with_one_listing() -> None:
+async def test_a_bucket_without_folders_or_unreadable_is_sampled_with_one_listing() -> None:
     from aiobotocore.session import get_session
 
     from asyncpager.plan.keyspace import TYPICAL_KEYS
@@ -505,16 +505,27 @@ async def test_a_bucket_without_folders_is_sampled_with_one_listing() -> None:
     from asyncpager.testing import Bucket, LocalEndpoint
 
     with LocalEndpoint(buckets=[Bucket("hexnames", 5_000, "flat")]) as ep:
+
+        def listings() -> int:
+            return ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+
         async with get_session().create_client(
             "s3", endpoint_url=ep.url, region_name="us-east-1"
         ) as client:
             expected = await sample_density("s3://hexnames", client)
-            before = ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+            before = listings()
             density, folders = await sample_cut("s3://hexnames", client)
-            after = ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+            after = listings()
+            # A first listing that fails: a second one would fail alike
+            # (after three attempts more, against an endpoint that cannot
+            # be reached) and put off the listing that says why.
+            unreadable = await sample_cut("s3://not-here/logs/", client)
+            last = listings()
     assert (density, folders) == (expected, [])
     assert density != TYPICAL_KEYS  # learned from the page, not the default
     assert after - before == 1
+    assert unreadable == (TYPICAL_KEYS, [])
+    assert last - after == 1
 
 
 @pytest.mark.parametrize("raw", [True, "json"])

@@ -361,7 +361,12 @@ async def sample_cut(
     bucket answers only requests that carry ``RequestPayer``)."""
     extra = dict(params or {})
     page, prefix = await _first_page(url, client, **extra, Delimiter=delimiter)
-    if page is not None and not page.get("CommonPrefixes"):
+    if page is None:
+        # Unreadable (no such bucket, no access, no endpoint): asking again
+        # would only put off the listing that says why, by three attempts
+        # more against an endpoint that cannot be reached.
+        return TYPICAL_KEYS, []
+    if not page.get("CommonPrefixes"):
         return _density_of(page, prefix), []
     return await sample_density(url, client, extra), _folders_of(page)
 
