@@ -223,6 +223,17 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str) -> None
     assert "Traceback" not in done.stderr
 
 
+def test_the_command_sends_as_many_requests_at_once_as_the_library() -> None:
+    import inspect
+
+    from asyncpager import Fetcher
+    from asyncpager.cli import build_parser
+
+    default = inspect.signature(Fetcher.__init__).parameters["concurrency"].default
+    for command in (["s3", "s3://b-b-b"], ["dynamodb", "tbl"], ["call", "iam", "list_users"]):
+        assert build_parser().parse_args(command).concurrency == default == 64
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     checkpoint = tmp_path / "cp.json"
     checkpoint.write_text("{not json")
