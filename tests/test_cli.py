@@ -337,6 +337,37 @@ def test_a_requester_pays_bucket_exports_with_its_params(tmp_path: Path, workers
     assert all(r["Owner"]["ID"] for r in rows)  # FetchOwner reached every request
 
 
+def test_one_process_samples_the_keys_once_and_not_to_resume(tmp_path: Path) -> None:
+    # A bucket that one page holds: the sample, then one listing (not a
+    # short first page and a split). A large one starts with a shard per
+    # request slot. A run that goes on from its checkpoint runs the
+    # checkpoint's streams: it samples nothing.
+    buckets = [Bucket("page", 1_000, "flat"), Bucket("large", 30_000, "deep")]
+    with LocalEndpoint(buckets=buckets) as ep:
+
+        def export(url: str, *more: str) -> tuple[dict[str, Any], int]:
+            before = ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
+            stats = tmp_path / "stats.json"
+            run(
+                *("s3", url, "--endpoint-url", ep.url, "--region", "us-east-1"),
+                *("-o", str(tmp_path / "o.jsonl"), "--workers", "1", "--stats", str(stats)),
+                *more,
+            )
+            sent = ep.stats().requests.get(("s3", "ListObjectsV2"), 0) - before
+            return json.loads(stats.read_text()), sent
+
+        figures, sent = export("s3://page")
+        assert (figures["requests"], figures["streams_total"], sent) == (1, 1, 2)
+        assert len(read_records(tmp_path / "o.jsonl")) == 1_000
+        checkpoint = ["--checkpoint", str(tmp_path / "cp.json")]
+        figures, sent = export("s3://large", *checkpoint)
+        assert figures["streams_total"] >= 64
+        assert sent == figures["requests"] + 2  # a listing with folders, one of keys
+        assert len(read_records(tmp_path / "o.jsonl")) == 30_000
+        _, sent = export("s3://large", *checkpoint)  # already complete
+        assert sent == 0
+
+
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
     # With --workers, the shard cuts are sampled before any stream runs: the
     # error comes from there, outside the streams that report their own.

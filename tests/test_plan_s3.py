@@ -332,8 +332,9 @@ async def test_a_sampled_plan_spreads_a_hex_named_bucket_over_its_shards() -> No
 
 
 @contextlib.asynccontextmanager
-async def _cursor_on(bucket: Any, **plan: Any) -> AsyncIterator[Any]:
-    """A one-shard cursor over ``bucket`` on a local endpoint of its own."""
+async def _cursor_on(bucket: Any, hi: str | None = None, **plan: Any) -> AsyncIterator[Any]:
+    """A one-shard cursor over ``bucket`` (up to ``hi``) on a local endpoint
+    of its own."""
     import anyio
     from aiobotocore.session import get_session
 
@@ -351,6 +352,8 @@ async def _cursor_on(bucket: Any, **plan: Any) -> AsyncIterator[Any]:
                 region="us-east-1",
                 **plan,
             )
+            if hi is not None:
+                stream = stream.reshaped(hi=hi)
             cursor = S3RangeCursor(stream, client, hooks=None, retry=None, clock=anyio.current_time)
             try:
                 yield cursor
@@ -366,14 +369,17 @@ async def test_a_fresh_shard_reads_a_short_page_first_then_full_pages() -> None:
 
     bucket = Bucket("probed", 2_500, "deep")
     expected = [key_space(bucket).key(i) for i in range(bucket.count)]
-    for page_size, sizes in [
-        (None, [PROBE_KEYS, 1000, 1000, 400]),
-        (500, [PROBE_KEYS, 500, 500, 500, 500, 400]),
-        (PROBE_KEYS // 2, [PROBE_KEYS // 2] * 50),  # no shorter first page
+    after_all = "~"  # a bound past every key: the shard is not the last
+    for hi, page_size, sizes in [
+        (after_all, None, [PROBE_KEYS, 1000, 1000, 400]),
+        (after_all, 500, [PROBE_KEYS, 500, 500, 500, 500, 400]),
+        (after_all, PROBE_KEYS // 2, [PROBE_KEYS // 2] * 50),  # no shorter first page
+        # The last shard (here the only one): every key of a page is its own.
+        (None, None, [1000, 1000, 500]),
     ]:
         keys: list[str] = []
         seen: list[int] = []
-        async with _cursor_on(bucket, page_size=page_size) as cursor:
+        async with _cursor_on(bucket, hi, page_size=page_size) as cursor:
             while (page := await cursor.next_page()) is not None:
                 seen.append(len(page["Contents"]))
                 keys += [c["Key"] for c in page["Contents"]]
@@ -526,6 +532,52 @@ async def test_a_bucket_without_folders_or_unreadable_is_sampled_with_one_listin
     assert after - before == 1
     assert unreadable == (TYPICAL_KEYS, [])
     assert last - after == 1
+
+
+async def test_samples_cut_a_bucket_where_its_keys_are_and_leave_one_page_whole() -> None:
+    from aiobotocore.session import get_session
+
+    from asyncpager.plan.s3 import KeySample, sample_urls
+    from asyncpager.testing import Bucket, LocalEndpoint
+
+    tree = tuple(f"{top}/{i:04d}.json" for top in ("am", "bu", "cx") for i in range(700))
+    buckets = [
+        Bucket("one-page", 1000, "flat"),  # exactly a page: not truncated
+        Bucket("small-tree", keys=("a/1", "a/2", "b/1", "top")),
+        Bucket("tree", keys=tree),
+    ]
+    urls = ["s3://one-page", "s3://small-tree", "s3://tree", "s3://tree/bu/", "s3://gone"]
+    with LocalEndpoint(buckets=buckets) as ep:
+        async with get_session().create_client(
+            "s3", endpoint_url=ep.url, region_name="us-east-1"
+        ) as client:
+            samples = await sample_urls(urls, client)
+    assert samples["s3://one-page"].whole
+    assert not samples["s3://one-page"].folders
+    # Folders, and a second listing that holds every key.
+    assert samples["s3://small-tree"].folders == ("a/", "b/")
+    assert samples["s3://small-tree"].whole
+    assert samples["s3://tree"].folders == ("am/", "bu/", "cx/")
+    assert not samples["s3://tree"].whole
+    assert samples["s3://tree"].density != KeySample().density
+    assert samples["s3://tree/bu/"].whole  # 700 keys under the prefix
+    assert samples["s3://gone"] == KeySample()
+    streams = plan_s3(urls, shards=6, samples=samples)
+
+    def of(url: str) -> list[Any]:
+        bucket, prefix = parse_s3_url(url)
+        return [
+            s
+            for s in streams
+            if s.params["Bucket"] == bucket and s.params.get("Prefix", "") == prefix
+        ]
+
+    for whole in ("s3://one-page", "s3://small-tree", "s3://tree/bu/"):
+        assert [s.shape for s in of(whole)] == [{"lo": None, "hi": None}]
+    assert len(of("s3://gone")) == 6
+    # Each folder starts a shard.
+    assert len(of("s3://tree")) == 6
+    assert {"am/", "bu/", "cx/"} <= {s.shape["lo"] for s in of("s3://tree")}
 
 
 @pytest.mark.parametrize("raw", [True, "json"])

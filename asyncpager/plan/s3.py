@@ -39,6 +39,7 @@ continuation tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -66,6 +67,7 @@ from asyncpager.streams import Stream
 from asyncpager.tokens import encode_token
 
 __all__ = [
+    "KeySample",
     "S3RangeCursor",
     "S3WalkCursor",
     "check_list_params",
@@ -75,6 +77,8 @@ __all__ = [
     "sample_cut",
     "sample_density",
     "sample_folders",
+    "sample_keys",
+    "sample_urls",
 ]
 
 KIND = "s3-range"
@@ -153,6 +157,7 @@ def plan_s3(
     params: Mapping[str, Any] | None = None,
     densities: Mapping[str, KeyDensity] | None = None,
     folders: Mapping[str, Sequence[str]] | None = None,
+    samples: Mapping[str, KeySample] | None = None,
 ) -> list[Stream]:
     """The streams that together list every object under each URL once.
 
@@ -164,7 +169,9 @@ def plan_s3(
     first at folder starts when ``folders[url]`` holds at least two of the
     top-level common prefixes (see :func:`sample_folders`); the streams then
     come folder after folder rather than in key order, so that dealing them
-    round-robin hands out whole folders in turn.
+    round-robin hands out whole folders in turn. ``samples[url]`` (see
+    :func:`sample_urls`) gives both, and says when one page holds every
+    key: such a URL is one stream.
     ``snapshot`` leaves out objects
     modified after that instant, so that a listing of a bucket under writes is
     a consistent snapshot of the objects that existed then. ``params`` go
@@ -190,15 +197,19 @@ def plan_s3(
         if delimiter:
             base["Delimiter"] = delimiter
         density = (densities or {}).get(url, TYPICAL_KEYS)
+        top = (folders or {}).get(url) or ()
+        sample = (samples or {}).get(url)
+        if sample is not None:
+            density, top = sample.density, sample.folders
         directory = is_directory_bucket(bucket)
         if directory and delimiter and delimiter != "/":
             raise ConfigurationError(
                 f"directory bucket {bucket} takes only '/' as delimiter, not {delimiter!r}"
             )
-        if delimiter or directory:
+        if delimiter or directory or (sample is not None and sample.whole):
             ranges = [KeyRange()]
         else:
-            ranges = _cut(shards, prefix, density, (folders or {}).get(url) or ())
+            ranges = _cut(shards, prefix, density, top)
         walk = directory and not delimiter
         for key_range in ranges:
             shape: dict[str, Any] = (
@@ -350,25 +361,76 @@ async def sample_density(
     return _density_of(page, prefix)
 
 
-async def sample_cut(
+@dataclasses.dataclass(frozen=True)
+class KeySample:
+    """What one or two listings showed of the keys under a URL, for
+    :func:`plan_s3` (``samples=``) to cut its shards where they are."""
+
+    #: The characters its names are made of (see :func:`sample_density`).
+    density: KeyDensity = TYPICAL_KEYS
+    #: Its top-level folders (see :func:`sample_folders`); empty below two.
+    folders: tuple[str, ...] = ()
+    #: The sample listed every key: one page holds them, one stream lists
+    #: them (with ``Delimiter``, every entry of the listing).
+    whole: bool = False
+
+
+async def sample_keys(
     url: str, client: Any, delimiter: str = "/", params: Mapping[str, Any] | None = None
-) -> tuple[KeyDensity, list[str]]:
-    """``(sample_density(url), sample_folders(url))`` in one request where one
-    answers both: a ``Delimiter`` listing whose first page rolls up no
-    folder holds exactly the first page of keys (a key with the delimiter
-    would have been rolled up), so only a bucket with folders costs a second
-    listing for its density. ``params`` go into both (a requester-pays
-    bucket answers only requests that carry ``RequestPayer``)."""
+) -> KeySample:
+    """Where the keys under ``url`` are: the first page of a ``Delimiter``
+    listing, and only where it rolls up folders (a listing without them
+    holds exactly the first page of keys: a key with the delimiter would
+    have been rolled up) the first page of keys, for their density.
+    ``params`` go into both (a requester-pays bucket answers only requests
+    that carry ``RequestPayer``). A URL that cannot be read (the listing
+    itself will say why) or a directory bucket (walked, never cut) gives
+    the default sample."""
     extra = dict(params or {})
     page, prefix = await _first_page(url, client, **extra, Delimiter=delimiter)
     if page is None:
         # Unreadable (no such bucket, no access, no endpoint): asking again
         # would only put off the listing that says why, by three attempts
         # more against an endpoint that cannot be reached.
-        return TYPICAL_KEYS, []
+        return KeySample()
     if not page.get("CommonPrefixes"):
-        return _density_of(page, prefix), []
-    return await sample_density(url, client, extra), _folders_of(page)
+        return KeySample(_density_of(page, prefix), whole=not page.get("IsTruncated"))
+    keys, _ = await _first_page(url, client, **extra)
+    return KeySample(
+        _density_of(keys, prefix),
+        tuple(_folders_of(page)),
+        whole=keys is not None and not keys.get("IsTruncated"),
+    )
+
+
+async def sample_cut(
+    url: str, client: Any, delimiter: str = "/", params: Mapping[str, Any] | None = None
+) -> tuple[KeyDensity, list[str]]:
+    """``(sample_density(url), sample_folders(url))``, from :func:`sample_keys`:
+    in one request where one answers both."""
+    sample = await sample_keys(url, client, delimiter, params)
+    return sample.density, list(sample.folders)
+
+
+async def sample_urls(
+    urls: Iterable[str], client: Any, params: Mapping[str, Any] | None = None
+) -> dict[str, KeySample]:
+    """:func:`sample_keys` of every URL, all at once, for ``plan_s3(samples=)``:
+    a round trip or two before the listing, which then starts with every
+    request slot on keys rather than finding them by splitting, a slot
+    more per shard that has keys and a round trip (see the module
+    docstring)."""
+    import anyio
+
+    samples: dict[str, KeySample] = {}
+
+    async def one(url: str) -> None:
+        samples[url] = await sample_keys(url, client, params=params)
+
+    async with anyio.create_task_group() as tg:
+        for url in dict.fromkeys(urls):
+            tg.start_soon(one, url)
+    return samples
 
 
 class _Listing:
@@ -455,9 +517,12 @@ class S3RangeCursor(_Listing):
         # A shard starting from scratch reads a short page first: a range
         # that turns out empty or small (most ranges given away by a split
         # in a sparse key space) then costs a tenth of a page's parse
-        # instead of a whole page of the next shard's keys, thrown away.
+        # instead of a whole page of the next shard's keys, thrown away. A
+        # last shard has no next one: whatever its first page holds is its
+        # own, and a bucket that one page holds takes one request.
         self._probing = (
             self._splittable
+            and self._range.hi is not None
             and self._after is None
             and not self._token
             and (stream.page_size is None or stream.page_size > PROBE_KEYS)
