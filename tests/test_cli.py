@@ -338,10 +338,10 @@ def test_a_requester_pays_bucket_exports_with_its_params(tmp_path: Path, workers
 
 
 def test_one_process_samples_the_keys_once_and_not_to_resume(tmp_path: Path) -> None:
-    # A bucket that one page holds: the sample, then one listing (not a
-    # short first page and a split). A large one starts with a shard per
-    # request slot. A run that goes on from its checkpoint runs the
-    # checkpoint's streams: it samples nothing.
+    # A bucket that one page holds: the sample (two listings at once), then
+    # one listing (not a short first page and a split). A large one starts
+    # with a shard per request slot. A run that goes on from its checkpoint
+    # runs the checkpoint's streams: it samples nothing.
     buckets = [Bucket("page", 1_000, "flat"), Bucket("large", 30_000, "deep")]
     with LocalEndpoint(buckets=buckets) as ep:
 
@@ -357,12 +357,12 @@ def test_one_process_samples_the_keys_once_and_not_to_resume(tmp_path: Path) -> 
             return json.loads(stats.read_text()), sent
 
         figures, sent = export("s3://page")
-        assert (figures["requests"], figures["streams_total"], sent) == (1, 1, 2)
+        assert (figures["requests"], figures["streams_total"], sent) == (1, 1, 3)
         assert len(read_records(tmp_path / "o.jsonl")) == 1_000
         checkpoint = ["--checkpoint", str(tmp_path / "cp.json")]
         figures, sent = export("s3://large", *checkpoint)
         assert figures["streams_total"] >= 64
-        assert sent == figures["requests"] + 2  # a listing with folders, one of keys
+        assert sent == figures["requests"] + 2  # the sample: folders, and keys
         assert len(read_records(tmp_path / "o.jsonl")) == 30_000
         _, sent = export("s3://large", *checkpoint)  # already complete
         assert sent == 0

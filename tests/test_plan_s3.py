@@ -503,35 +503,34 @@ async def test_a_tree_of_folders_is_dealt_evenly_between_two_processes() -> None
 
 
 @pytest.mark.slow
-async def test_a_bucket_without_folders_or_unreadable_is_sampled_with_one_listing() -> None:
+async def test_a_sample_is_one_round_trip() -> None:
+    # The folders and the first page of keys are asked at once (two
+    # connections from a new client): one round trip before the listing,
+    # with folders or without, and for a bucket that cannot be read.
     from aiobotocore.session import get_session
 
     from asyncpager.plan.keyspace import TYPICAL_KEYS
-    from asyncpager.plan.s3 import sample_cut, sample_density
+    from asyncpager.plan.s3 import KeySample, sample_density, sample_keys
     from asyncpager.testing import Bucket, LocalEndpoint
 
     with LocalEndpoint(buckets=[Bucket("hexnames", 5_000, "flat")]) as ep:
-
-        def listings() -> int:
-            return ep.stats().requests.get(("s3", "ListObjectsV2"), 0)
-
         async with get_session().create_client(
             "s3", endpoint_url=ep.url, region_name="us-east-1"
         ) as client:
             expected = await sample_density("s3://hexnames", client)
-            before = listings()
-            density, folders = await sample_cut("s3://hexnames", client)
-            after = listings()
-            # A first listing that fails: a second one would fail alike
-            # (after three attempts more, against an endpoint that cannot
-            # be reached) and put off the listing that says why.
-            unreadable = await sample_cut("s3://not-here/logs/", client)
-            last = listings()
-    assert (density, folders) == (expected, [])
-    assert density != TYPICAL_KEYS  # learned from the page, not the default
-    assert after - before == 1
-    assert unreadable == (TYPICAL_KEYS, [])
-    assert last - after == 1
+        for url, sample in [
+            ("s3://hexnames", KeySample(expected)),
+            ("s3://not-here/logs/", KeySample()),
+        ]:
+            before = ep.stats()
+            async with get_session().create_client(
+                "s3", endpoint_url=ep.url, region_name="us-east-1"
+            ) as client:
+                assert await sample_keys(url, client) == sample
+            after = ep.stats()
+            assert after.count("s3", "ListObjectsV2") - before.count("s3", "ListObjectsV2") == 2
+            assert after.connections - before.connections == 2
+    assert expected != TYPICAL_KEYS  # learned from the page, not the default
 
 
 async def test_samples_cut_a_bucket_where_its_keys_are_and_leave_one_page_whole() -> None:

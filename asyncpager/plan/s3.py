@@ -379,35 +379,37 @@ async def sample_keys(
     url: str, client: Any, delimiter: str = "/", params: Mapping[str, Any] | None = None
 ) -> KeySample:
     """Where the keys under ``url`` are: the first page of a ``Delimiter``
-    listing, and only where it rolls up folders (a listing without them
-    holds exactly the first page of keys: a key with the delimiter would
-    have been rolled up) the first page of keys, for their density.
-    ``params`` go into both (a requester-pays bucket answers only requests
-    that carry ``RequestPayer``). A URL that cannot be read (the listing
-    itself will say why) or a directory bucket (walked, never cut) gives
-    the default sample."""
+    listing (its folders), and the first page of keys (their density, and
+    whether one page holds them all), asked at once: one round trip, for a
+    request that a listing without folders did not need (it holds exactly
+    the first page of keys: a key with the delimiter would have been rolled
+    up). ``params`` go into both (a requester-pays bucket answers only
+    requests that carry ``RequestPayer``). A URL that cannot be read (the
+    listing itself will say why) or a directory bucket (walked, never cut)
+    gives the default sample."""
+    import anyio
+
     extra = dict(params or {})
-    page, prefix = await _first_page(url, client, **extra, Delimiter=delimiter)
-    if page is None:
-        # Unreadable (no such bucket, no access, no endpoint): asking again
-        # would only put off the listing that says why, by three attempts
-        # more against an endpoint that cannot be reached.
+    pages: dict[str, Any] = {}
+
+    async def first(name: str, **more: Any) -> None:
+        pages[name] = await _first_page(url, client, **extra, **more)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(first, "folders", Delimiter=delimiter))
+        tg.start_soon(first, "keys")
+    (page, prefix), (keys, _) = pages["folders"], pages["keys"]
+    if page is None or keys is None:
         return KeySample()
-    if not page.get("CommonPrefixes"):
-        return KeySample(_density_of(page, prefix), whole=not page.get("IsTruncated"))
-    keys, _ = await _first_page(url, client, **extra)
     return KeySample(
-        _density_of(keys, prefix),
-        tuple(_folders_of(page)),
-        whole=keys is not None and not keys.get("IsTruncated"),
+        _density_of(keys, prefix), tuple(_folders_of(page)), whole=not keys.get("IsTruncated")
     )
 
 
 async def sample_cut(
     url: str, client: Any, delimiter: str = "/", params: Mapping[str, Any] | None = None
 ) -> tuple[KeyDensity, list[str]]:
-    """``(sample_density(url), sample_folders(url))``, from :func:`sample_keys`:
-    in one request where one answers both."""
+    """``(sample_density(url), sample_folders(url))``, from :func:`sample_keys`."""
     sample = await sample_keys(url, client, delimiter, params)
     return sample.density, list(sample.folders)
 
@@ -416,10 +418,9 @@ async def sample_urls(
     urls: Iterable[str], client: Any, params: Mapping[str, Any] | None = None
 ) -> dict[str, KeySample]:
     """:func:`sample_keys` of every URL, all at once, for ``plan_s3(samples=)``:
-    a round trip or two before the listing, which then starts with every
-    request slot on keys rather than finding them by splitting, a slot
-    more per shard that has keys and a round trip (see the module
-    docstring)."""
+    a round trip before the listing, which then starts with every request
+    slot on keys rather than finding them by splitting, a slot more per
+    shard that has keys and a round trip."""
     import anyio
 
     samples: dict[str, KeySample] = {}
