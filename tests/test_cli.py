@@ -368,6 +368,28 @@ def test_one_process_samples_the_keys_once_and_not_to_resume(tmp_path: Path) -> 
         assert sent == 0
 
 
+@pytest.mark.anyio
+async def test_a_sample_that_fails_is_asked_twice_at_most() -> None:
+    # A sample that fails costs a blind cut, not the listing, which retries
+    # on its own: one retry, not three (five seconds against an endpoint
+    # that cannot be reached, before the listing's first request).
+    import argparse
+
+    from asyncpager.cli import _sample_urls
+    from asyncpager.plan.s3 import KeySample
+    from asyncpager.testing import Fault
+
+    broken = Fault("internal_error", service="s3", probability=1.0)
+    with LocalEndpoint(buckets=[Bucket("failing", 10)], faults=[broken]) as ep:
+        args = argparse.Namespace(
+            profile=None, region="us-east-1", endpoint_url=ep.url, no_verify_ssl=False,
+            concurrency=64, urls=["s3://failing"],
+        )  # fmt: skip
+        assert await _sample_urls(args, {}) == {"s3://failing": KeySample()}
+        # Two listings at once, each sent twice.
+        assert ep.stats().count("s3", "ListObjectsV2") == 4
+
+
 def test_a_configuration_botocore_cannot_read_is_one_line(tmp_path: Path) -> None:
     # With --workers, the shard cuts are sampled before any stream runs: the
     # error comes from there, outside the streams that report their own.
