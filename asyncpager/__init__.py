@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     )
     from asyncpager.pacing import Aimd, BucketStats, Cubic, Pacer, RateLimit
     from asyncpager.pages import PageStream, paginate
-    from asyncpager.plan.s3 import parse_s3_url, plan_s3
+    from asyncpager.plan.s3 import KeySample, parse_s3_url, plan_s3, sample_urls
     from asyncpager.retry import RetryPolicy
     from asyncpager.streams import Stream
     from asyncpager.tokens import decode_token, encode_token
@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     "FakeClock": "asyncpager._clock",
     "Fetcher": "asyncpager.engine",
     "InvalidRequestError": "asyncpager.errors",
+    "KeySample": "asyncpager.plan.s3",
     "LeanHTTPSession": "asyncpager._http",
     "NotFoundError": "asyncpager.errors",
     "Pacer": "asyncpager.pacing",
@@ -74,6 +75,7 @@ _LAZY: dict[str, str] = {
     "paginate": "asyncpager.pages",
     "parse_s3_url": "asyncpager.plan.s3",
     "plan_s3": "asyncpager.plan.s3",
+    "sample_urls": "asyncpager.plan.s3",
 }
 
 
@@ -102,6 +104,7 @@ __all__ = [
     "FakeClock",
     "Fetcher",
     "InvalidRequestError",
+    "KeySample",
     "LeanHTTPSession",
     "NotFoundError",
     "Pacer",
@@ -126,4 +129,5 @@ __all__ = [
     "paginate",
     "parse_s3_url",
     "plan_s3",
+    "sample_urls",
 ]

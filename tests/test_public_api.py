@@ -28,6 +28,7 @@ def test_public_classes_and_functions_are_exported() -> None:
         "asyncpager.pacing": {"Aimd", "BucketStats", "Cubic", "Pacer", "RateLimit"},
         "asyncpager.pages": {"PageStream", "paginate"},
         "asyncpager.streams": {"Stream"},
+        "asyncpager.plan.s3": {"KeySample", "parse_s3_url", "plan_s3", "sample_urls"},
         "asyncpager._http": {"LeanHTTPSession"},
     }
     for module_name, names in wanted.items():
