@@ -501,13 +501,14 @@ async def _plan(args: argparse.Namespace) -> tuple[list[Stream], list[str], Any,
         if args.region:
             check_region(args.region, "s3")
         # One process starts with a shard per request slot, cut where a
-        # sample of the keys says they are (one listing, two with folders):
-        # from 8 shards cut blind, of which most held nothing in a tree of
-        # folders, the streams doubled once per round trip (each splits once
-        # per page), and a million keys at 100 ms took 4.9-5.0 s instead of
-        # 4.1 (at 50 ms, 3.7 s instead of 3.5). A URL that one page holds
-        # is one stream. Handed out to --workers processes, where a shard
-        # cannot split across them, 16 per process even out their work.
+        # sample of the keys says they are (two listings at once: the
+        # folders, and a first page of keys). From 8 shards cut blind, most
+        # of them empty in a tree of folders, the streams doubled once per
+        # round trip (each splits once per page), and a million keys at
+        # 100 ms took 4.9-5.0 s instead of 4.1 (at 50 ms, 3.7 s instead of
+        # 3.5). A URL that one page holds is one stream. Handed out to
+        # --workers processes, where a shard cannot split across them, 16
+        # per process even out their work.
         workers = _worker_processes(args)
         if args.shards:
             shards = args.shards

@@ -9,7 +9,12 @@ shard that turns out large gives away the upper part of what it has not yet
 listed whenever the engine has idle workers (:meth:`S3RangeCursor.split`; the
 cut falls among the characters its recent keys use, and comes after every
 page while most workers are idle), and a shard that turns out empty costs one
-short request (a shard's first page asks for ``PROBE_KEYS`` keys).
+short request (a shard's first page asks for ``PROBE_KEYS`` keys). Knowledge
+saves round trips, though: cut blind, a tree of folders leaves most shards
+empty and the streams double once per round trip until every worker has
+one. :func:`sample_urls` asks for the top-level folders and a first page of
+keys (one round trip), and ``plan_s3(samples=)`` cuts there, or leaves a URL
+that one page holds as one stream.
 
 Exactness. Shard ``(lo, hi]`` lists with ``StartAfter=lo`` and drops
 everything past ``hi``; the next shard starts after ``hi``. A split narrows the
