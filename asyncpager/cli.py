@@ -38,6 +38,7 @@ from asyncpager.errors import (
 
 if TYPE_CHECKING:
     from asyncpager.parsers import RawMode
+    from asyncpager.plan.s3 import KeySample
     from asyncpager.streams import Stream
 
 __all__ = ["main"]
@@ -442,7 +443,7 @@ def _resumes(args: argparse.Namespace) -> bool:
     return Path(args.checkpoint).exists()
 
 
-async def _sample_urls(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+async def _sample_urls(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, KeySample]:
     """Where the keys under each S3 URL are (see ``sample_urls``), to cut
     its shards there."""
     from aiobotocore.config import AioConfig

@@ -227,8 +227,8 @@ async def asyncpager_peer(w: Workload, botocore_parser: bool, info: Result) -> i
             from asyncpager.plan.s3 import sample_urls
 
             urls = [f"s3://{b}" for b in w.buckets]
-            blind = plan_s3(urls, region=HOME_REGION, endpoint_url=w.url)
-            samples = await sample_urls(urls, await fetcher.client_for(blind[0]))
+            (one,) = plan_s3(urls[:1], shards=1, region=HOME_REGION, endpoint_url=w.url)
+            samples = await sample_urls(urls, await fetcher.client_for(one))
             streams = plan_s3(
                 urls,
                 shards=max(1, fetcher.concurrency // len(urls)),

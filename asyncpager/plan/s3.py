@@ -54,6 +54,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+import anyio
+
 from asyncpager.engine import register_cursor
 from asyncpager.errors import ConfigurationError
 from asyncpager.item_lines import ObjectLines
@@ -375,8 +377,7 @@ class KeySample:
     density: KeyDensity = TYPICAL_KEYS
     #: Its top-level folders (see :func:`sample_folders`); empty below two.
     folders: tuple[str, ...] = ()
-    #: The sample listed every key: one page holds them, one stream lists
-    #: them (with ``Delimiter``, every entry of the listing).
+    #: The first page of keys was the last: one stream lists them all.
     whole: bool = False
 
 
@@ -392,8 +393,6 @@ async def sample_keys(
     requests that carry ``RequestPayer``). A URL that cannot be read (the
     listing itself will say why) or a directory bucket (walked, never cut)
     gives the default sample."""
-    import anyio
-
     extra = dict(params or {})
     pages: dict[str, Any] = {}
 
@@ -426,8 +425,6 @@ async def sample_urls(
     a round trip before the listing, which then starts with every request
     slot on keys rather than finding them by splitting, a slot more per
     shard that has keys and a round trip."""
-    import anyio
-
     samples: dict[str, KeySample] = {}
 
     async def one(url: str) -> None:
