@@ -146,6 +146,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send requests through aiohttp, aiobotocore's HTTP client",
     )
+    pace.add_argument(
+        "--no-direct",
+        action="store_true",
+        help="build and sign every request through botocore's own events",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", help="output file (default: stdout)")
     out.add_argument(
@@ -674,6 +679,7 @@ async def _run_export(
         verify_ssl=not args.no_verify_ssl,
         fast_parse=False if args.no_fast_parse else None,
         lean_http=False if args.no_lean_http else None,
+        direct=False if args.no_direct else None,
         raw_services=raw_services(args.command, plain_dynamodb, query, json_lines),
     )
     with progress:

@@ -31,6 +31,7 @@ import jmespath.exceptions
 from botocore.utils import merge_dicts, set_value_from_jmespath
 
 from asyncpager._clock import Clock, SystemClock
+from asyncpager._direct import direct_call
 from asyncpager.errors import (
     ConfigurationError,
     PaginationError,
@@ -175,7 +176,9 @@ class PageStream:
         token_window: int = 128,
     ) -> None:
         self.model = paging_model(client, operation)
-        self._call = getattr(client, self.model.method)
+        # The client's method, sent on the direct path where the client has
+        # one (clients the Fetcher makes: see asyncpager._direct).
+        self._call = direct_call(client, self.model.operation, getattr(client, self.model.method))
         if on_repeated_token not in ("raise", "stop"):
             raise ConfigurationError("on_repeated_token must be 'raise' or 'stop'")
         if token_window < 1:

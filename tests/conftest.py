@@ -28,6 +28,23 @@ import logging
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+def _without_moto_stubber() -> None:
+    """Importing moto adds its in-process stubber to every botocore client
+    made afterwards (a ``before-send`` handler). The tests talk to moto's
+    server over HTTP and never mock in-process, so the clients here are made
+    as they are without moto installed: with the handlers a user's clients
+    have, and so with the direct request path (see asyncpager._direct),
+    whichever test imported moto first."""
+    import botocore.handlers
+    from moto.core.models import botocore_stubber
+
+    builtins = botocore.handlers.BUILTIN_HANDLERS
+    builtins[:] = [entry for entry in builtins if entry[1] is not botocore_stubber]
+
+
+_without_moto_stubber()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

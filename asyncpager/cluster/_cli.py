@@ -93,6 +93,7 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
                         "verify_ssl": not args.no_verify_ssl,
                         "fast_parse": False if args.no_fast_parse else None,
                         "lean_http": False if args.no_lean_http else None,
+                        "direct": False if args.no_direct else None,
                         # As in one process (see raw_services).
                         "raw_services": raw_services(
                             args.command,
