@@ -104,9 +104,14 @@ async def run_parallel(
     own = processes is None
     if processes is None:
         processes = start_workers(int(args.workers))
+    # Parts written for standard output live in a folder of their own, gone
+    # however the run ends (nothing resumes them: a checkpoint needs -o).
+    scratch = None if args.output else Path(tempfile.mkdtemp(prefix="asyncpager-workers-"))
     try:
-        return await _coordinate(args, argv, interrupted, processes)
+        return await _coordinate(args, argv, interrupted, processes, scratch)
     finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if own:
             # Any never given work (a bad argument, already complete) ends
             # on EOF; anything else is killed. Workers the command started
@@ -119,6 +124,7 @@ async def _coordinate(
     argv: list[str],
     interrupted: anyio.Event,
     processes: list[Worker],
+    scratch: Path | None,
 ) -> int:
     from asyncpager.cli import (
         EXIT_FAILED,
@@ -160,10 +166,8 @@ async def _coordinate(
         if args.progress:
             print(f"asyncpager: already complete ({state.items_written} items)", file=sys.stderr)
         return EXIT_OK
-    if args.output:
-        parts_dir = Path(f"{args.output}.workers")
-    else:
-        parts_dir = Path(tempfile.mkdtemp(prefix="asyncpager-workers-"))
+    parts_dir = Path(f"{args.output}.workers") if args.output else scratch
+    assert parts_dir is not None
     if state is not None:
         groups = [[Stream.from_json(s) for s in g] for g in state.extra["groups"]]
         pool = [Stream.from_json(s) for s in state.extra.get("pool") or ()]

@@ -664,6 +664,39 @@ def test_a_reader_that_goes_away_is_one_line(endpoint: LocalEndpoint, workers: s
     assert stderr.splitlines() == ["asyncpager: error: Broken pipe"]
 
 
+def test_workers_writing_to_standard_output_leave_no_folder_behind(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    # Their parts are written in a folder of the temporary directory: gone
+    # after a run that wrote everything, one that failed, and one whose
+    # reader went away.
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    base = [sys.executable, "-m", "asyncpager", "s3", "--endpoint-url", endpoint.url,
+            "--region", "us-east-1", "--workers", "2", "--page-size", "500"]  # fmt: skip
+    done = subprocess.run(
+        [*base, "s3://crash-bucket"], env=env(TMPDIR=str(temp)), capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == N_KEYS
+    done = subprocess.run(
+        [*base, "s3://no-such-bucket"], env=env(TMPDIR=str(temp)), capture_output=True, check=False
+    )
+    assert done.returncode == 1
+    assert b"NoSuchBucket" in done.stderr
+    with subprocess.Popen(
+        [*base, "s3://crash-bucket"],
+        env=env(TMPDIR=str(temp)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["Key"]
+        process.stdout.close()
+        assert process.wait(timeout=60) == 1
+    assert list(temp.iterdir()) == []
+
+
 def test_workers_refuse_csv_and_a_changed_worker_count(
     endpoint: LocalEndpoint, tmp_path: Path
 ) -> None:
