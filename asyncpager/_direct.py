@@ -265,6 +265,9 @@ class _Template:
 
 
 _REFUSED = object()
+#: What a request botocore sent more than once teaches: ask again later.
+_AGAIN = object()
+_LEARN_TRIES = 3
 
 
 class DirectCalls:
@@ -286,6 +289,7 @@ class DirectCalls:
         self._service_id = self._service_model.service_id.hyphenize()
         self._templates: dict[Any, Any] = {}
         self._families: dict[Any, _Template] = {}
+        self._tries: dict[Any, int] = {}
         self._handlers: dict[str, list[Any]] = {}
         self._handlers_from: Any = None
         self._parsers: dict[str, Any] = {}
@@ -436,9 +440,17 @@ class DirectCalls:
         except BaseException:
             self._templates.pop(key, None)
             raise
-        if learnt is not None:
+        if isinstance(learnt, _Template):
             self._templates[key] = learnt
             self._families.setdefault(self._family(model, api_params), learnt)
+        elif learnt is _AGAIN:
+            # botocore sent it more than once (a redirect to the bucket's
+            # region): the next request of the kind goes straight there, and
+            # is learnt from, a few times at most.
+            tries = self._tries.get(key, 0) + 1
+            self._tries[key] = tries
+            if tries < _LEARN_TRIES:
+                self._templates.pop(key, None)
         return result
 
     def _pure(self, model: Any) -> bool:
@@ -670,6 +682,7 @@ class DirectCalls:
         nothing learnt is trusted any longer."""
         self._templates.clear()
         self._families.clear()
+        self._tries.clear()
         return await self._client._make_api_call(operation_name, dict(api_params))
 
     # -- learning ----------------------------------------------------------
@@ -687,7 +700,7 @@ class DirectCalls:
 
     async def _learn(
         self, model: Any, api_params: Mapping[str, Any]
-    ) -> tuple[_Template | None, Any]:
+    ) -> tuple[_Template | object | None, Any]:
         """botocore's answer to this request, and what it teaches (None when
         the request cannot be built again here exactly)."""
         seen: list[tuple[str, Any]] = []
@@ -699,7 +712,7 @@ class DirectCalls:
         self.learnt += 1
         kinds = [kind for kind, _ in seen]
         if kinds != ["params", "sent"]:
-            return None, result
+            return (_AGAIN if kinds.count("sent") > 1 else None), result
         (params, context), sent = seen[0][1], seen[1][1]
         try:
             template = await self._template(model, params, context, sent)

@@ -179,6 +179,27 @@ async def test_awkward_keys_from_moto_are_botocore_keys(
     assert _calls(direct).sent == len(ours) - 2
 
 
+async def test_another_prefix_of_the_same_bucket_is_not_learnt_again(make_client: Any) -> None:
+    with LocalEndpoint(buckets=[Bucket("deep", 3_000, "deep")]) as ep:
+        client = await make_client("s3", ep.url)
+        top = await client.list_objects_v2(Bucket="deep", Delimiter="/", Prefix="am/")
+        folders = [p["Prefix"] for p in top["CommonPrefixes"]][:5]
+        assert len(folders) == 5
+        pages = 0
+        for folder in folders:
+            listed = await _all_pages(
+                client, "ListObjectsV2", Bucket="deep", Prefix=folder, MaxKeys=40
+            )
+            assert all(c["Key"].startswith(folder) for p in listed for c in p.get("Contents", []))
+            pages += len(listed)
+        calls = _calls(client)
+        # Each prefix is an endpoint parameter (S3 Express reads it), resolved
+        # here for every new one; botocore sent only the first two of the
+        # kind (without a token, with one).
+        assert calls.learnt == 2
+        assert calls.sent == pages - 2
+
+
 async def test_temporary_credentials_are_signed_with_their_token(make_client: Any) -> None:
     with LocalEndpoint(buckets=[Bucket("flat", 300, "flat")]) as ep:
         client = await make_client(
@@ -202,6 +223,11 @@ async def test_a_redirected_bucket_is_listed_as_botocore_lists_it(make_client: A
         theirs = await _all_pages(plain, "ListObjectsV2", **params)
         assert ours == theirs
         assert sum(len(p["Contents"]) for p in ours) == 250
+        # Each client's first request went to its own region and was
+        # redirected; the rest, to the bucket's, the direct way but for the
+        # two botocore sent to learn from.
+        assert ep.stats().count("s3", "ListObjectsV2") == len(ours) * 2 + 2
+        assert _calls(direct).sent == len(ours) - 2
 
 
 async def _outcomes(client: Any, operation: str, times: int, **params: Any) -> list[str]:
