@@ -26,13 +26,17 @@ would do for each one:
   again through botocore and nothing learnt so far is kept.
 
 What it does not redo each time is learnt from a request botocore makes
-(:meth:`DirectCalls._learn`), once per operation and set of parameter names
-and values that choose the endpoint (for S3 the bucket and prefix): the
-endpoint's URL, headers and signing context, and the User-Agent. Before any
-of it is used, the learnt request is built again here, with botocore's
+(:meth:`DirectCalls._learn`), once per operation and set of parameter names:
+the endpoint's URL, headers and signing context, and the User-Agent. Before
+any of it is used, the learnt request is built again here, with botocore's
 timestamp and invocation id, and must come out identical to what botocore
 sent, header for header and byte for byte, signature included; otherwise
-that operation keeps going through botocore.
+requests of that kind keep going through botocore. A request whose endpoint
+parameters differ (another bucket or prefix) has its endpoint resolved by
+botocore's rule set here, and goes the learnt way if the endpoint is the
+same; otherwise botocore makes it, and it is learnt from in turn. (Where
+the caller's own parameter handlers run, each new endpoint is learnt from a
+request botocore makes, so that they run once per request.)
 
 It is used only where every handler of the events it skips
 (endpoint resolution, ``request-created``, ``choose-signer``,
@@ -61,6 +65,7 @@ from aiobotocore.httpchecksum import apply_request_checksum, handle_checksum_bod
 from botocore.auth import SIGNED_HEADERS_BLACKLIST, _host_from_url, resolve_auth_scheme_preference
 from botocore.awsrequest import AWSPreparedRequest, AWSRequestPreparer, prepare_request_dict
 from botocore.compress import maybe_compress_request
+from botocore.exceptions import NoCredentialsError
 from botocore.handlers import add_retry_headers
 from botocore.httpchecksum import resolve_checksum_context
 from botocore.utils import normalize_url_path
@@ -112,7 +117,8 @@ _KNOWN: dict[str, frozenset[str]] = {
 }
 
 #: Parameter handlers of botocore's that change nothing but the request's
-#: own parameters and context, the same way each time they run.
+#: own parameters and context: run once more for a request (to find its
+#: endpoint before botocore makes it), nobody sees it.
 _PURE = frozenset(
     {
         "botocore.handlers.set_list_objects_encoding_type_url",
@@ -268,6 +274,8 @@ _REFUSED = object()
 #: What a request botocore sent more than once teaches: ask again later.
 _AGAIN = object()
 _LEARN_TRIES = 3
+_MAX_TEMPLATES = 4096
+_MAX_REFUSED = 16
 
 
 class DirectCalls:
@@ -290,6 +298,8 @@ class DirectCalls:
         self._templates: dict[Any, Any] = {}
         self._families: dict[Any, _Template] = {}
         self._tries: dict[Any, int] = {}
+        #: Per kind of request, endpoints whose requests could not be rebuilt.
+        self._refused_endpoints: dict[Any, list[Any]] = {}
         self._handlers: dict[str, list[Any]] = {}
         self._handlers_from: Any = None
         self._parsers: dict[str, Any] = {}
@@ -331,6 +341,9 @@ class DirectCalls:
         return ok
 
     def _check(self, operation_name: str) -> bool:
+        """One attempt, SigV4 with credentials, an operation with nothing
+        streamed, compressed, checksummed or discovered, and no handler on
+        the skipped events but botocore's known ones (and this path's)."""
         client = self._client
         config = client.meta.config
         retries = getattr(config, "retries", None) or {}
@@ -366,7 +379,6 @@ class DirectCalls:
 
     def _context(self, model: Any) -> dict[str, Any]:
         # As _make_api_call starts it.
-
         config = self._client.meta.config
         if model.auth and config.auth_scheme_preference:
             auth_type = resolve_auth_scheme_preference(
@@ -424,25 +436,39 @@ class DirectCalls:
             self.refused += 1
             return await self._client._make_api_call(operation_name, dict(api_params))
         # Until it is known, requests of its kind are botocore's.
+        if len(self._templates) >= _MAX_TEMPLATES:
+            # Bounded, whatever the number of prefixes listed: forgotten
+            # endpoints are resolved again (families are kept).
+            self._templates.clear()
+            self._tries.clear()
         self._templates[key] = _REFUSED
+        kind = self._family(model, api_params)
         try:
-            family = self._families.get(self._family(model, api_params))
-            if family is not None and self._pure(model):
-                # A new endpoint for requests otherwise learnt: resolved
-                # here, it may be the same (another prefix, say).
+            family = self._families.get(kind)
+            refused = self._refused_endpoints.get(kind, [])
+            if (family is not None or refused) and self._pure(model):
+                # A new endpoint for a kind of request seen before (another
+                # prefix, say), resolved here: it may be one learnt, or one
+                # whose requests could not be built here (an S3 Express
+                # bucket's, signed with its session's keys), either way
+                # without a request from botocore to learn from.
                 params, context = await self._params(model, api_params)
-                if await self._endpoint(model, params, dict(context)) == family.endpoint:
+                endpoint = await self._endpoint(model, params, dict(context))
+                if family is not None and endpoint == family.endpoint:
                     self._templates[key] = family
                     return await self._send(
                         operation_name, model, api_params, params, context, family
                     )
-            learnt, result = await self._learn(model, api_params)
+                if endpoint in refused:
+                    self.refused += 1
+                    return await self._client._make_api_call(operation_name, dict(api_params))
+            learnt, endpoint, result = await self._learn(model, api_params)
         except BaseException:
             self._templates.pop(key, None)
             raise
         if isinstance(learnt, _Template):
             self._templates[key] = learnt
-            self._families.setdefault(self._family(model, api_params), learnt)
+            self._families.setdefault(kind, learnt)
         elif learnt is _AGAIN:
             # botocore sent it more than once (a redirect to the bucket's
             # region): the next request of the kind goes straight there, and
@@ -451,6 +477,8 @@ class DirectCalls:
             self._tries[key] = tries
             if tries < _LEARN_TRIES:
                 self._templates.pop(key, None)
+        elif endpoint is not None and len(refused) < _MAX_REFUSED:
+            self._refused_endpoints.setdefault(kind, []).append(endpoint)
         return result
 
     def _pure(self, model: Any) -> bool:
@@ -605,7 +633,6 @@ class DirectCalls:
         context: dict[str, Any],
         template: _Template,
     ) -> Any:
-
         client = self._client
         endpoint = client._endpoint
         suffix = f"{self._service_id}.{operation_name}"
@@ -617,6 +644,11 @@ class DirectCalls:
             http, parsed = answered
         else:
             credentials = await client._request_signer._credentials.get_frozen_credentials()
+            if credentials is None:
+                # What botocore's signer raises, inside _make_request.
+                missing = NoCredentialsError()
+                await self._emit(f"after-call-error.{suffix}", exception=missing, context=context)
+                raise missing
             # botocore's clock: get_current_datetime is utcnow, naive.
             timestamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             request = self._prepared(request_dict, template, timestamp, credentials)
@@ -683,6 +715,7 @@ class DirectCalls:
         self._templates.clear()
         self._families.clear()
         self._tries.clear()
+        self._refused_endpoints.clear()
         return await self._client._make_api_call(operation_name, dict(api_params))
 
     # -- learning ----------------------------------------------------------
@@ -700,9 +733,10 @@ class DirectCalls:
 
     async def _learn(
         self, model: Any, api_params: Mapping[str, Any]
-    ) -> tuple[_Template | object | None, Any]:
-        """botocore's answer to this request, and what it teaches (None when
-        the request cannot be built again here exactly)."""
+    ) -> tuple[_Template | object | None, Any, Any]:
+        """botocore's answer to this request, what it teaches (None when the
+        request cannot be built again here exactly, ``_AGAIN`` when botocore
+        sent it more than once) and the endpoint it went to."""
         seen: list[tuple[str, Any]] = []
         token = _LEARNING.set(seen)
         try:
@@ -712,22 +746,26 @@ class DirectCalls:
         self.learnt += 1
         kinds = [kind for kind, _ in seen]
         if kinds != ["params", "sent"]:
-            return (_AGAIN if kinds.count("sent") > 1 else None), result
+            return (_AGAIN if kinds.count("sent") > 1 else None), None, result
         (params, context), sent = seen[0][1], seen[1][1]
         try:
-            template = await self._template(model, params, context, sent)
+            endpoint = await self._endpoint(model, dict(params), _copy_context(context))
+            template = await self._template(model, params, context, endpoint, sent)
         except Exception:
             # Whatever it cannot rebuild stays botocore's.
-            template = None
-        return template, result
+            return None, None, result
+        return template, endpoint, result
 
     async def _template(
-        self, model: Any, params: Mapping[str, Any], context: dict[str, Any], sent: Any
+        self,
+        model: Any,
+        params: Mapping[str, Any],
+        context: dict[str, Any],
+        endpoint: tuple[str, dict[str, Any], dict[str, Any]],
+        sent: Any,
     ) -> _Template | None:
         client = self._client
-        endpoint_url, endpoint_headers, added = await self._endpoint(
-            model, dict(params), _copy_context(context)
-        )
+        endpoint_url, endpoint_headers, added = endpoint
         headers = {k: _text(v) for k, v in sent.headers.items()}
         authorization = _header(headers, "Authorization") or ""
         scope_at = authorization.find("Credential=")

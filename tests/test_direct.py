@@ -200,6 +200,45 @@ async def test_another_prefix_of_the_same_bucket_is_not_learnt_again(make_client
         assert calls.sent == pages - 2
 
 
+async def test_a_directory_bucket_stays_botocore_s_after_one_try(make_client: Any) -> None:
+    # S3 Express signs with its session's keys, which this path does not
+    # make: a request of the kind is learnt from (twice: botocore's first
+    # also made the session), then every other folder's endpoint is found
+    # to be that one, and left to botocore.
+    bucket = "walk--use1-az4--x-s3"
+    with LocalEndpoint(buckets=[Bucket(bucket, 2_000, "deep")]) as ep:
+        direct = await make_client("s3", ep.url)
+        plain = await make_client("s3", ep.url, direct=False)
+        top = await plain.list_objects_v2(Bucket=bucket, Delimiter="/", Prefix="am/")
+        folders = [p["Prefix"] for p in top["CommonPrefixes"]][:6]
+        assert len(folders) == 6
+        for folder in folders:
+            params = {"Bucket": bucket, "Prefix": folder, "Delimiter": "/"}
+            assert await _all_pages(direct, "ListObjectsV2", **params) == await _all_pages(
+                plain, "ListObjectsV2", **params
+            )
+        calls = _calls(direct)
+        assert (calls.learnt, calls.sent, calls.refused) == (2, 0, 4)
+
+
+async def test_what_is_learnt_stays_bounded(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("asyncpager._direct._MAX_TEMPLATES", 3)
+    with LocalEndpoint(buckets=[Bucket("deep", 3_000, "deep")]) as ep:
+        client = await make_client("s3", ep.url)
+        calls = _calls(client)
+        for i in range(12):
+            page = await direct_call(client, "ListObjectsV2", client.list_objects_v2)(
+                Bucket="deep", Prefix=f"am/{i:02d}", MaxKeys=5
+            )
+            assert page["Prefix"] == f"am/{i:02d}"
+            assert len(calls._templates) <= 3
+        # Forgotten endpoints were resolved again, not learnt from botocore.
+        assert calls.learnt == 1
+        assert calls.sent == 11
+
+
 async def test_temporary_credentials_are_signed_with_their_token(make_client: Any) -> None:
     with LocalEndpoint(buckets=[Bucket("flat", 300, "flat")]) as ep:
         client = await make_client(
