@@ -88,3 +88,28 @@ async def test_fetcher_runs_planned_streams_on_aioboto3_clients(data: dict[str, 
                     items += [i["pk"]["S"] for i in page["Items"]]
     assert sorted(keys) == sorted(AWKWARD_KEYS)
     assert sorted(items) == [f"k{i:02d}" for i in range(30)]
+
+
+async def test_the_fetcher_s_own_clients_on_this_aiobotocore_list_everything(
+    data: dict[str, Any],
+) -> None:
+    # With aioboto3 installed, the Fetcher's own clients are made by the
+    # aiobotocore it pins. The direct request path checks every request kind
+    # it learns against what this botocore sends, and leaves to botocore what
+    # it cannot rebuild exactly: every key comes, whichever way each went.
+    streams = plan_s3(
+        [f"s3://{data['bucket']}"],
+        shards=3,
+        region="us-east-1",
+        page_size=4,
+        endpoint_url=data["url"],
+    )
+    keys: list[str] = []
+    async with Fetcher(concurrency=3) as fetcher:
+        async with fetcher.pages(streams) as flow:
+            async for _stream, page in flow:
+                keys += [o["Key"] for o in page.get("Contents", [])]
+        (client,) = fetcher._clients.values()
+        calls = client._asyncpager_direct
+        assert calls.sent + calls.learnt + calls.refused == flow.report.stats.requests
+    assert sorted(keys) == sorted(AWKWARD_KEYS)
