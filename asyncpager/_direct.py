@@ -20,10 +20,11 @@ would do for each one:
   and headers by botocore's ``prepare_request_dict``, the answer parsed by
   the client's own parser (the compiled one where installed), and checked
   with the endpoint's own ``convert_to_response_dict`` and checksum code;
-* an answer that is an error, and any failure to send, go through the
-  endpoint's ``needs-retry`` handlers as botocore's would; where one of them
-  asks for the request again (S3's region redirect), the request is made
-  again through botocore and nothing learnt so far is kept.
+* every answer, and any failure to send, meets the ``needs-retry``
+  handlers as in botocore (with one attempt they mark the answer and
+  decline); where one of them asks for the request again (S3's region
+  redirect), the request is made again through botocore and nothing learnt
+  so far is kept.
 
 What it does not redo each time is learnt from a request botocore makes
 (:meth:`DirectCalls._learn`), once per operation and set of parameter names:
@@ -49,6 +50,7 @@ other client, or a handler registered later, is served by botocore as it is.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -530,7 +532,6 @@ class DirectCalls:
     ) -> dict[str, Any]:
         """The request dict botocore would make (``_convert_to_request_dict``
         and what ``_make_api_call`` and ``_send_request`` add to it)."""
-
         client = self._client
         # A copy per request: handlers may change what they are given.
         context.update(_copy_context(template.context))
@@ -555,7 +556,6 @@ class DirectCalls:
     ) -> Any:
         """``before-call``, then what ``_make_api_call`` does to the request
         dict before it is sent; a handler's answer where one gave it."""
-
         for response in await self._emit(
             f"before-call.{self._service_id}.{model.name}",
             model=model,
@@ -579,7 +579,6 @@ class DirectCalls:
         """The signed, prepared request: as ``create_request`` makes it, the
         signer's headers set before the signature and the retry headers and
         ``Content-Length`` after, where botocore sets them."""
-
         method = request_dict["method"]
         url = request_dict["url"]
         shell = _Shell(method, request_dict["body"], request_dict["headers"])
@@ -592,6 +591,9 @@ class DirectCalls:
             payload_hash = hashlib.sha256(signed).hexdigest()
         else:
             payload_hash = _EMPTY_SHA256
+        # As SigV4Auth._modify_request_before_signing: any Authorization goes
+        # first, then the date, the token and (S3) the payload's hash are set.
+        _replace(headers, "Authorization", None)
         _replace(headers, "X-Amz-Date", timestamp)
         if credentials.token:
             _replace(headers, "X-Amz-Security-Token", credentials.token)
@@ -658,7 +660,7 @@ class DirectCalls:
             except Exception as exc:
                 # What _send_request does with a failure to send: the retry
                 # handlers see it (they decline: one attempt), then it is raised.
-                if await endpoint._needs_retry(1, model, request_dict, None, exc):
+                if await self._needs_retry(model, request_dict, None, exc):
                     return await self._again(operation_name, api_params)
                 await self._emit(f"after-call-error.{suffix}", exception=exc, context=context)
                 raise
@@ -679,13 +681,10 @@ class DirectCalls:
                 parsed.update(customized)
                 if http.status_code >= 300:
                     await endpoint._add_modeled_error_fields(response_dict, parsed, model, parser)
-                # An error (or an error in a 200, which before-parse handlers
-                # turn into a 500) goes through the retry handlers, as every
-                # answer does in botocore; a plain success has none to meet.
-                status = parsed.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if (http.status_code >= 300 or status != http.status_code) and (
-                    await endpoint._needs_retry(1, model, request_dict, (http, parsed), None)
-                ):
+                # Every answer meets the retry handlers, as in botocore: with
+                # one attempt they mark it (MaxAttemptsReached) and decline,
+                # but S3's redirector asks for a redirected request again.
+                if await self._needs_retry(model, request_dict, (http, parsed), None):
                     return await self._again(operation_name, api_params)
             except Exception as exc:
                 await self._emit(f"after-call-error.{suffix}", exception=exc, context=context)
@@ -700,6 +699,29 @@ class DirectCalls:
             error_code = context.get("error_code_override") or parsed.get("Error", {}).get("Code")
             raise client.exceptions.from_code(error_code)(parsed, operation_name)
         return parsed
+
+    async def _needs_retry(
+        self,
+        model: Any,
+        request_dict: dict[str, Any],
+        response: tuple[Any, Any] | None,
+        caught_exception: Exception | None,
+    ) -> bool:
+        """The endpoint's ``_needs_retry`` for a first attempt: whether a
+        handler asks for the request again (after the delay it says)."""
+        for delay in await self._emit(
+            f"needs-retry.{self._service_id}.{model.name}",
+            response=response,
+            endpoint=self._client._endpoint,
+            operation=model,
+            attempts=1,
+            caught_exception=caught_exception,
+            request_dict=request_dict,
+        ):
+            if delay is not None:
+                await asyncio.sleep(delay)
+                return True
+        return False
 
     def _parser(self) -> Any:
         protocol = self._service_model.resolved_protocol
@@ -822,11 +844,12 @@ _PREPARER = AWSRequestPreparer()
 
 def _replace(headers: dict[str, Any], name: str, value: Any) -> None:
     """Set ``name`` as botocore's case-blind headers do: any spelling of it
-    goes first."""
+    goes first (and with ``value`` None, that is all)."""
     lower = name.lower()
     for key in [k for k in headers if k.lower() == lower]:
         del headers[key]
-    headers[name] = value
+    if value is not None:
+        headers[name] = value
 
 
 def _same_request(ours: Any, theirs: Any) -> bool:

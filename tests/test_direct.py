@@ -83,11 +83,14 @@ def _calls(client: Any) -> DirectCalls:
 
 
 def _page(page: dict[str, Any]) -> dict[str, Any]:
-    """A page without what differs from one answer to the next."""
+    """A page without what differs from one answer to the next: its
+    request's ids and its headers' values (dates, ids)."""
     out = dict(page)
     meta = dict(out.pop("ResponseMetadata", {}))
-    headers = {k: v for k, v in meta.get("HTTPHeaders", {}).items() if k != "date"}
-    out["meta"] = (meta.get("HTTPStatusCode"), meta.get("RetryAttempts"), sorted(headers))
+    meta.pop("RequestId", None)
+    meta.pop("HostId", None)
+    meta["HTTPHeaders"] = sorted(meta.get("HTTPHeaders", {}))
+    out["ResponseMetadata"] = meta
     return out
 
 
@@ -269,7 +272,7 @@ async def test_a_redirected_bucket_is_listed_as_botocore_lists_it(make_client: A
         assert _calls(direct).sent == len(ours) - 2
 
 
-async def _outcomes(client: Any, operation: str, times: int, **params: Any) -> list[str]:
+async def _outcomes(client: Any, url: str, operation: str, times: int, **params: Any) -> list[str]:
     """What each of ``times`` requests gave: a page's item count, or the
     exception's type and what it says."""
     method = next(m for m, op in client.meta.method_to_api_mapping.items() if op == operation)
@@ -279,10 +282,16 @@ async def _outcomes(client: Any, operation: str, times: int, **params: Any) -> l
         try:
             page = await send(**params)
         except Exception as exc:
-            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else ""
-            seen.append(f"{type(exc).__name__} {code}")
+            if isinstance(exc, ClientError):
+                # The whole answer, as the caller sees it, but its ids.
+                answer = _page(exc.response)
+                seen.append(f"{type(exc).__name__} {exc.response['Error']['Code']} {answer}")
+            else:
+                seen.append(f"{type(exc).__name__} {str(exc).replace(url, 'URL')}")
             continue
-        seen.append(str(len(page.get("Contents") or page.get("Items") or page.get("Reservations"))))
+        meta = _page(page)["ResponseMetadata"]
+        count = len(page.get("Contents") or page.get("Items") or page.get("Reservations"))
+        seen.append(f"{count} {meta}")
     return seen
 
 
@@ -309,7 +318,7 @@ async def test_errors_are_botocore_errors_and_sent_once(
             faults=[fault] if isinstance(fault, Fault) else [],
         ) as ep:
             client = await make_client(service, ep.url, direct=direct)
-            outcomes[direct] = await _outcomes(client, operation, 9, **params)
+            outcomes[direct] = await _outcomes(client, ep.url, operation, 9, **params)
             # Each call was one request: an error is not sent again.
             assert ep.stats().count(service, operation) == 9
             if direct:
