@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ssl
 import string
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -240,6 +242,34 @@ async def test_what_is_learnt_stays_bounded(
         # Forgotten endpoints were resolved again, not learnt from botocore.
         assert calls.learnt == 1
         assert calls.sent == 11
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "params"),
+    [
+        ("s3", "ListObjectsV2", {"Bucket": "tls", "PaginationConfig": {"PageSize": 100}}),
+        ("dynamodb", "Scan", {"TableName": "tbl", "PaginationConfig": {"PageSize": 50}}),
+    ],
+)
+async def test_over_https_pages_are_botocore_pages(
+    tmp_path: Path, make_client: Any, service: str, operation: str, params: dict[str, Any]
+) -> None:
+    # Over TLS botocore signs S3's payload differently ("UNSIGNED-PAYLOAD"
+    # where it may); what it does is learnt and rebuilt like the rest.
+    from tests.test_lean_http import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    with LocalEndpoint(
+        buckets=[Bucket("tls", 500, "flat")], tables=[Table("tbl", 200)], ssl=server
+    ) as ep:
+        assert ep.url.startswith("https://")
+        direct = await make_client(service, ep.url, verify=str(cert))
+        plain = await make_client(service, ep.url, direct=False, verify=str(cert))
+        ours = await _all_pages(direct, operation, **params)
+        assert ours == await _all_pages(plain, operation, **params)
+        assert _calls(direct).sent == len(ours) - 2 > 0
 
 
 async def test_temporary_credentials_are_signed_with_their_token(make_client: Any) -> None:
