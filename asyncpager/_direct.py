@@ -65,7 +65,12 @@ from urllib.parse import quote, urlsplit
 from aiobotocore.endpoint import convert_to_response_dict
 from aiobotocore.httpchecksum import apply_request_checksum, handle_checksum_body
 from botocore.auth import SIGNED_HEADERS_BLACKLIST, _host_from_url, resolve_auth_scheme_preference
-from botocore.awsrequest import AWSPreparedRequest, AWSRequestPreparer, prepare_request_dict
+from botocore.awsrequest import (
+    AWSPreparedRequest,
+    AWSRequestPreparer,
+    HeadersDict,
+    prepare_request_dict,
+)
 from botocore.compress import maybe_compress_request
 from botocore.exceptions import NoCredentialsError
 from botocore.handlers import add_retry_headers
@@ -190,7 +195,6 @@ class Signer:
     ) -> str:
         """The ``Authorization`` header for this request (``headers`` holds
         everything sent but it: ``X-Amz-Date`` and any token included)."""
-
         parts = urlsplit(url)
         # S3 signs its path as it is; other services, normalized.
         path = parts.path if self.s3 else quote(normalize_url_path(parts.path), safe="/~")
@@ -244,7 +248,6 @@ class _Template:
 
     __slots__ = (
         "context",
-        "endpoint",
         "endpoint_headers",
         "endpoint_url",
         "payload",
@@ -265,11 +268,15 @@ class _Template:
         self.endpoint_headers = endpoint_headers
         #: What endpoint resolution added to the request context.
         self.context = context
-        self.endpoint = (endpoint_url, endpoint_headers, context)
         self.user_agent = user_agent
         self.signer = signer
         #: ``sha``: the body's SHA-256 is signed; ``unsigned``: it is not.
         self.payload = payload
+
+    @property
+    def endpoint(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """What endpoint resolution gave (see ``DirectCalls._endpoint``)."""
+        return self.endpoint_url, self.endpoint_headers, self.context
 
 
 _REFUSED = object()
@@ -444,7 +451,7 @@ class DirectCalls:
             self._templates.clear()
             self._tries.clear()
         self._templates[key] = _REFUSED
-        kind = self._family(model, api_params)
+        kind = key[0]
         try:
             family = self._families.get(kind)
             refused = self._refused_endpoints.get(kind, [])
@@ -787,36 +794,37 @@ class DirectCalls:
         sent: Any,
     ) -> _Template | None:
         client = self._client
-        endpoint_url, endpoint_headers, added = endpoint
-        headers = {k: _text(v) for k, v in sent.headers.items()}
-        authorization = _header(headers, "Authorization") or ""
+        headers = HeadersDict((k, _text(v)) for k, v in sent.headers.items())
+        authorization = headers.get("Authorization") or ""
         scope_at = authorization.find("Credential=")
         if not authorization.startswith("AWS4-HMAC-SHA256 ") or scope_at < 0:
             return None
         scope = authorization[scope_at + len("Credential=") :].split(",", 1)[0].split("/")
-        timestamp = _header(headers, "X-Amz-Date")
-        invocation = _header(headers, "amz-sdk-invocation-id")
+        timestamp = headers.get("X-Amz-Date")
+        invocation = headers.get("amz-sdk-invocation-id")
         if len(scope) != 5 or not timestamp or not invocation:
             return None
         region, service = scope[2], scope[3]
         credentials = await client._request_signer._credentials.get_frozen_credentials()
         if credentials is None:
             return None
-        s3 = client._request_signer.signature_version == "s3v4"
+        endpoint_url, endpoint_headers, added = endpoint
+        template = _Template(
+            endpoint_url,
+            endpoint_headers,
+            added,
+            headers.get("User-Agent"),
+            Signer(service, region, s3=client._request_signer.signature_version == "s3v4"),
+            "sha",
+        )
+        # The same request, built again here (once: the payload's signing
+        # changes only the signature): identical, or not used.
+        again = _copy_context(context)
+        request_dict = self._request_dict(model, params, again, template, invocation)
+        if await self._before_call(model, request_dict, again) is not None:
+            return None
         for payload in ("sha", "unsigned"):
-            template = _Template(
-                endpoint_url,
-                endpoint_headers,
-                added,
-                _header(headers, "User-Agent"),
-                Signer(service, region, s3=s3),
-                payload,
-            )
-            # The same request, built again here: identical, or not used.
-            again = _copy_context(context)
-            request_dict = self._request_dict(model, params, again, template, invocation)
-            if await self._before_call(model, request_dict, again) is not None:
-                return None
+            template.payload = payload
             rebuilt = self._prepared(request_dict, template, timestamp, credentials)
             if _same_request(rebuilt, sent):
                 return template
@@ -864,14 +872,6 @@ def _same_request(ours: Any, theirs: Any) -> bool:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lower = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lower:
-            return value
-    return None
 
 
 def _body_bytes(body: Any) -> bytes:
