@@ -3,6 +3,7 @@ more stream would help."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -10,6 +11,10 @@ __all__ = ["WINDOW", "ConsumerLoad", "LoopLoad"]
 
 #: Seconds over which the share is measured: the last one to two of these.
 WINDOW = 0.25
+
+#: Streams kept in flight beyond those that would just keep the loop busy:
+#: turns vary, and a stream ends with a short page.
+ENOUGH_MARGIN = 1.25
 
 
 class _Rate:
@@ -86,9 +91,13 @@ class LoopLoad:
     spare CPU, and counted it let a listing of 20 buckets that is CPU-bound
     from its first pages split 50-53 times in its first half second (6% more
     requests; 13-21 times measured from the first page).
+
+    It also tells how many streams keep the loop that busy (:meth:`enough`),
+    from the pages' turns (:meth:`turned`): a share measured over a window
+    still reads 1 a while after streams ended and left the loop waiting.
     """
 
-    __slots__ = ("_cpu", "_rate", "_wall", "window")
+    __slots__ = ("_cpu", "_fastest", "_paged", "_pages", "_rate", "_wall", "window")
 
     def __init__(
         self,
@@ -100,10 +109,49 @@ class LoopLoad:
         self._wall = wall
         self._cpu = cpu
         self._rate: _Rate | None = None
+        self._paged: _Rate | None = None
+        self._pages = 0
+        # The fastest turn so far: the round trip and a parse. Not over a
+        # window: while the loop is the bound, every turn also waits for it
+        # (at 0 ms a stream's turn then takes as long as all of the others'
+        # parses), and a recent fastest turn would call for as many streams
+        # as there are.
+        self._fastest = math.inf
+
+    def now(self) -> float:
+        """The real time a turn is measured in."""
+        return self._wall()
+
+    def turned(self, started: float) -> None:
+        """A page came from a turn begun at ``started`` (:meth:`now`): its
+        request, its answer and its parse."""
+        self._pages += 1
+        self._fastest = min(self._fastest, self._wall() - started)
 
     def share(self) -> float:
         now, used = self._wall(), self._cpu()
         if self._rate is None:
             self._rate = _Rate(now, used, self.window)
+            self._paged = _Rate(now, self._pages, self.window)
             return 0.0
+        assert self._paged is not None
+        # Both rates roll their windows at the same moments: pages and CPU
+        # over the same span.
+        self._paged.over(now, self._pages)
         return self._rate.over(now, used)
+
+    def enough(self) -> int:
+        """Streams in flight that keep the loop as busy as it was over the
+        last :meth:`share`'s span, with a quarter to spare (Little's law: the
+        pages per second the loop's CPU allows, times the fastest turn so
+        far); 0 before a page is known."""
+        if self._rate is None or self._paged is None:
+            return 0
+        fastest = self._fastest
+        now, used = self._wall(), self._cpu()
+        cpu = self._rate.over(now, used)
+        pages = self._paged.over(now, self._pages)
+        if math.isinf(fastest) or cpu <= 0 or pages <= 0:
+            return 0
+        # pages / cpu: pages per second of CPU.
+        return math.ceil(ENOUGH_MARGIN * fastest * pages / cpu)

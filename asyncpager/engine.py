@@ -883,6 +883,7 @@ class _Run:
         reserved = await self.budget.acquire(lambda: self._expected_size(run))
         try:
             cursor = await self._cursor(run)
+            started = self.loop_load.now()
             page = await cursor.next_page()
         except Exception as exc:
             self.budget.release(reserved)
@@ -895,6 +896,7 @@ class _Run:
             self.budget.release(reserved)
             await self._end(run, cursor)
             return False
+        self.loop_load.turned(started)
         seq = run.next_seq
         run.next_seq += 1
         run.positions[seq] = cursor.position
@@ -980,14 +982,21 @@ class _Run:
         # kept 15 of 32 in flight listing a tree of folders at 100 ms (the
         # loop at 55%), 31 of 32 on every page. The shares are measured at
         # every page, so that their windows stay recent.
-        loop = self.loop_load.share()
+        # The loop's share, though, lags: measured over a window, it reads
+        # 1 for a while after streams ended and left it waiting (at 50 ms a
+        # million keys fell to 15 streams in flight, half the pages per
+        # second, and did not split for a third of a second). So while it
+        # reads bound, streams still split up to as many as keep it busy.
         consumers = self.consumer_load.share(self.fetcher.clock.now())
-        if loop >= LOOP_BOUND or (waiting >= SPLIT_WAITING and consumers >= CONSUMERS_BOUND):
+        if waiting >= SPLIT_WAITING and consumers >= CONSUMERS_BOUND:
             return
+        limit = self.fetcher.concurrency
+        if self.loop_load.share() >= LOOP_BOUND:
+            limit = min(limit, self.loop_load.enough())
         # A cursor whose splits cost nothing (a folder walk gives away
         # folders not yet started) may fill every idle slot at once; a key
         # range splits at most once per page (S3RangeCursor.split).
-        while self.busy + len(self.runnable) < self.fetcher.concurrency:
+        while self.busy + len(self.runnable) < limit:
             outcome = cursor.split()
             if outcome is None:
                 return

@@ -88,3 +88,36 @@ def test_loop_load_reads_the_threads_own_cpu_time() -> None:
     spin = sum(range(200_000))
     assert spin > 0
     assert 0.0 < load.share() <= 1.5
+
+
+def test_enough_streams_fill_the_loop_by_littles_law() -> None:
+    t = _Times()
+    load = LoopLoad(window=0.25, wall=lambda: t.wall, cpu=lambda: t.cpu)
+    # Nothing known before the first page.
+    assert load.enough() == 0
+    load.share()
+    assert load.enough() == 0
+    # Twenty turns of 50 ms round trips and 2 ms parses each, one after the
+    # other: 2 ms of CPU a page, so 500 pages a second of CPU, and a stream
+    # makes one every 52 ms: 26 streams fill the loop, 33 with a quarter to
+    # spare.
+    for _ in range(20):
+        started = load.now()
+        t.run(0.05, 0.0)
+        t.run(0.002, 0.002)
+        load.turned(started)
+    assert load.share() == pytest.approx(0.002 / 0.052)
+    assert load.enough() == 33
+    # Turns that wait for a busy loop do not raise it: the fastest so far
+    # counts (waiting for the loop is not a round trip another stream hides).
+    started = load.now()
+    t.run(0.5, 0.002)
+    load.turned(started)
+    assert load.enough() <= 33
+    # Costlier pages make fewer streams enough.
+    for _ in range(20):
+        started = load.now()
+        t.run(0.05, 0.0)
+        t.run(0.004, 0.004)
+        load.turned(started)
+    assert load.enough() == 17

@@ -135,11 +135,21 @@ class _Loop:
     engine's LoopLoad measures this thread's real CPU time, which a test
     cannot set), so that one rule at a time decides."""
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, enough: int = 0) -> None:
         self._share = share
+        self._enough = enough
 
     def share(self) -> float:
         return self._share
+
+    def now(self) -> float:
+        return 0.0
+
+    def turned(self, started: float) -> None:
+        del started
+
+    def enough(self) -> int:
+        return self._enough
 
 
 async def _splits_while_pages_wait(
@@ -149,15 +159,17 @@ async def _splits_while_pages_wait(
     *,
     held_for: float,
     loop: float = 0.0,
+    enough: int = 0,
 ) -> tuple[int, int]:
     """Splits made before and after two pages wait for a consumer that has
     held its first page for ``held_for`` seconds of the fetcher's clock (a
     clock that moves only by hand), the loop reading ``loop`` of its time on
-    CPU; every key is listed once either way."""
+    CPU and ``enough`` streams keeping it that busy; every key is listed
+    once either way."""
     from asyncpager import FakeClock
     from asyncpager.engine import SPLIT_WAITING
 
-    monkeypatch.setattr("asyncpager.engine.LoopLoad", lambda: _Loop(loop))
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", lambda: _Loop(loop, enough))
     streams = hot_streams(moto_server, buckets, shards=1, page_size=5)
     keys: list[str] = []
     clock = FakeClock(autojump=False)
@@ -213,6 +225,18 @@ async def test_no_split_while_the_loop_is_on_cpu(
         moto_server, buckets, monkeypatch, held_for=0, loop=1.0
     )
     assert after == before
+
+
+async def test_splits_go_on_while_the_loop_reads_busy_with_too_few_streams(
+    moto_server: str, buckets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop's share lags: it reads busy a while after streams ended. While
+    # fewer streams run than keep it busy (here: more than the six slots),
+    # they split as if it were idle.
+    before, after = await _splits_while_pages_wait(
+        moto_server, buckets, monkeypatch, held_for=0, loop=1.0, enough=100
+    )
+    assert after > before
 
 
 async def test_prefix_and_delimiter(moto_server: str, buckets: dict[str, list[str]]) -> None:
@@ -420,6 +444,44 @@ async def test_a_split_lands_among_the_characters_names_use() -> None:
     assert default.lo is not None
     departs = len(os.path.commonprefix([after, default.lo]))  # noqa: RUF071
     assert default.lo[departs] not in "0123456789abcdef"
+
+
+@pytest.mark.slow
+async def test_a_shard_splits_between_folders_the_listing_has_shown() -> None:
+    # The shard's own keys lie in one folder; the plan's sample showed the
+    # top-level folders. The cut falls between those left, not among the
+    # names of the folder the shard is in.
+    from asyncpager.testing import Bucket
+
+    tops = ["am", "bu", "cx", "dq", "ev", "fw"]
+    keys = [f"{t}/m{m}/obj-{i:03d}.json" for t in tops for m in range(1, 5) for i in range(300)]
+    url = "s3://tree"
+    async with _cursor_on(
+        Bucket("tree", keys=tuple(keys)), folders={url: [t + "/" for t in tops]}
+    ) as cursor:
+        page = await cursor.next_page()
+        assert page["Contents"][-1]["Key"] == "am/m4/obj-099.json"
+        narrowed, new = cursor.split()
+        # bu, cx, dq, ev and fw are left: the new stream takes the last three.
+        assert new.shape["lo"] == narrowed.shape["hi"] == "dq"
+        listed = [c["Key"] for c in page["Contents"]]
+        while (page := await cursor.next_page()) is not None:
+            listed += [c["Key"] for c in page["Contents"]]
+    assert listed == [k for k in keys if k < "dq"]
+
+
+def test_cuts_inside_folders_fall_among_the_characters_of_folder_names() -> None:
+    # Folders named with lowercase letters: their subfolders are likely
+    # named so too. Cut over printable ASCII, most ranges inside a folder
+    # would lie among digits and capitals, where no such name is.
+    names = ["am", "bu", "dx", "gl", "ib", "jv", "nz", "qr"]
+    url = "s3://bucket"
+    streams = plan_s3([url], shards=64, region="us-east-1", folders={url: [n + "/" for n in names]})
+    inner = [s.shape["lo"] for s in streams if s.shape["lo"] and s.shape["lo"][-1] != "/"]
+    assert len(inner) >= 48
+    # Each cut inside a folder starts with a lowercase letter (over printable
+    # ASCII, five of every seven were digits, capitals or punctuation).
+    assert all("a" <= lo.split("/", 1)[1][:1] <= "z" for lo in inner), inner
 
 
 def test_folders_are_cut_apart_and_the_shards_cover_everything() -> None:

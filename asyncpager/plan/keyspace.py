@@ -64,6 +64,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "TYPICAL_KEYS",
     "UNIFORM_BYTES",
+    "FolderNames",
     "KeyDensity",
     "KeyRange",
     "is_valid_key",
@@ -594,3 +595,86 @@ def split_after(
     if point is None:
         return None
     return KeyRange(key_range.lo, point), KeyRange(point, key_range.hi)
+
+
+class FolderNames:
+    """The folder names a listing has shown at each depth, to cut a running
+    shard between whole folders.
+
+    A shard's own recent keys lie in one or two folders: where its rest
+    spans folders (``kq/bd/ra/obj-500.json`` to ``kq/ms/``), a density learned
+    from them puts all its weight on those folders' names (``bd``), and the
+    cut falls right after the shard's last key or gives the new stream all
+    of the rest. Folder names recur from one branch to the next (dates,
+    hashes, numbered partitions), so the names seen at a depth anywhere in
+    the listing are where to cut at that depth: the middle of those between
+    the shard's last key and its bound, in folders of about equal size.
+
+    Names are the ``/``-separated parts of a key after the listing's
+    ``prefix``, its last part (the object's own name) aside; at most
+    ``limit`` are kept per depth, for the first :data:`MAX_DEPTH` depths.
+    """
+
+    MAX_DEPTH = 16
+
+    __slots__ = ("_limit", "_names", "prefix")
+
+    def __init__(self, prefix: str = "", limit: int = 1024) -> None:
+        self.prefix = prefix
+        self._limit = limit
+        self._names: list[set[str]] = []
+
+    def add(self, keys: Iterable[str]) -> None:
+        """Learn the folder names of ``keys`` (keys or folders under the prefix)."""
+        skip = len(self.prefix)
+        names, limit = self._names, self._limit
+        for key in keys:
+            if not key.startswith(self.prefix):
+                continue
+            parts = key[skip:].split("/")[:-1]
+            for depth, name in enumerate(parts[: self.MAX_DEPTH]):
+                if depth == len(names):
+                    names.append(set())
+                seen = names[depth]
+                if name not in seen and len(seen) < limit:
+                    seen.add(name)
+
+    def names(self, depth: int) -> frozenset[str]:
+        """The names seen at ``depth`` (0: right after the prefix)."""
+        return frozenset(self._names[depth]) if depth < len(self._names) else frozenset()
+
+    def cut(self, after: str, hi: str | None) -> str | None:
+        """A valid key strictly between ``after`` and ``hi`` (``None``: the
+        end) that starts a known folder, halfway through the known folders
+        between them at the shallowest depth that has any: where the two
+        part, else one deeper, on either side; ``None`` when none is known
+        (or they part inside an object's name, which the shard's own keys
+        show better)."""
+        if not after.startswith(self.prefix) or (hi is not None and not hi.startswith(self.prefix)):
+            return None
+        skip = len(self.prefix)
+        mine = after[skip:].split("/")
+        bound: list[str] = [] if hi is None else hi[skip:].split("/")
+        parted = 0
+        while parted < min(len(mine), len(bound)) and mine[parted] == bound[parted]:
+            parted += 1
+        after_b = key_bytes(after)
+        hi_b = None if hi is None else key_bytes(hi)
+        # The last part of ``after`` is its object's name: folders lie above.
+        for depth in range(parted, min(len(mine) - 1, len(self._names))):
+            bases = {self.prefix + "".join(part + "/" for part in mine[:depth])}
+            if depth > parted and depth < len(bound):
+                # Below where they part, folders on the bound's side too.
+                bases.add(self.prefix + "".join(part + "/" for part in bound[:depth]))
+            points = []
+            for base in bases:
+                for name in self._names[depth]:
+                    point_b = key_bytes(base + name)
+                    if point_b > after_b and (hi_b is None or point_b < hi_b):
+                        points.append(point_b)
+            if points:
+                points.sort()
+                point = points[len(points) // 2].decode("utf-8")
+                if is_valid_key(point):
+                    return point
+        return None

@@ -7,8 +7,9 @@ the planner cuts the prefix's key space into ``shards`` ranges
 runs them at once. The plan needs no knowledge of the key distribution: a
 shard that turns out large gives away the upper part of what it has not yet
 listed whenever the engine has idle workers (:meth:`S3RangeCursor.split`; the
-cut falls among the characters its recent keys use, and comes after every
-page while most workers are idle), and a shard that turns out empty costs one
+cut falls between whole folders where the rest spans folders that the
+listing has shown, else among the characters its recent keys use, and comes
+after every page while most workers are idle), and a shard that turns out empty costs one
 short request (a shard's first page asks for ``PROBE_KEYS`` keys). Knowledge
 saves round trips, though: cut blind, a tree of folders leaves most shards
 empty and the streams double once per round trip until every worker has
@@ -62,6 +63,7 @@ from asyncpager.item_lines import ObjectLines
 from asyncpager.pages import PageStream, RequestHooks
 from asyncpager.plan.keyspace import (
     TYPICAL_KEYS,
+    FolderNames,
     KeyDensity,
     KeyRange,
     key_bytes,
@@ -97,6 +99,9 @@ SAMPLE_KEYS = 256
 SAMPLE_STEP = 50
 #: MaxKeys of a shard's first request (see S3RangeCursor.__init__).
 PROBE_KEYS = 100
+#: Listings whose folder names are kept (see _folder_names).
+_MAX_BOOKS = 64
+_BOOKS: dict[tuple[str | None, str, str], FolderNames] = {}
 # S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
@@ -208,6 +213,8 @@ def plan_s3(
         sample = (samples or {}).get(url)
         if sample is not None:
             density, top = sample.density, sample.folders
+        if top:
+            _folder_names(endpoint_url, bucket, prefix).add(top)
         directory = is_directory_bucket(bucket)
         if directory and delimiter and delimiter != "/":
             raise ConfigurationError(
@@ -280,6 +287,11 @@ def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) 
     # it and the next), or a run of folders when there are more than
     # shards. The first holds the plain keys before the first folder.
     pieces = shards - 1
+    # Names one level down are likely made of what the folders' names are
+    # made of (lowercase words, digits of a date, hex): cut there, not over
+    # all of printable ASCII, which put 42 of 64 shards of a tree of
+    # two-letter names where no name was.
+    inner = learned_density(f[len(prefix) :].rstrip("/")[:4] for f in starts)
     if len(starts) > pieces:
         starts = [starts[(i * len(starts)) // pieces] for i in range(pieces)]
     bounds: list[str | None] = [None, *starts, None]
@@ -292,9 +304,9 @@ def _cut(shards: int, prefix: str, density: KeyDensity, folders: Sequence[str]) 
         assert folder is not None
         # Inside a folder, at its next level of names, which a sample from
         # the first folder does not show (its keys share the whole path):
-        # the default model's guess, which may well leave most of the
-        # folder in its first range...
-        cuts.append(split(piece, count, prefix=folder) if count > 1 else [piece])
+        # a guess from the folders' own names, which may well leave most
+        # of the folder in one range...
+        cuts.append(split(piece, count, prefix=folder, density=inner) if count > 1 else [piece])
     # ...so the ranges go out folder after folder, the first range of every
     # folder before the second of any: processes and tasks are dealt ranges
     # round-robin in this order, and get whole folders in turn.
@@ -497,6 +509,22 @@ class _Listing:
         return contents, prefixes
 
 
+def _folder_names(endpoint_url: str | None, bucket: str, prefix: str) -> FolderNames:
+    """The folder names seen in one listing, shared by its shards (those
+    split off included) and by the plan's sample: a shard learns a depth's
+    names from the others long before its own keys reach them. They only
+    place cuts, never what is listed, so the few listings kept are shared
+    by whatever lists them in the process, and the oldest is forgotten."""
+    key = (endpoint_url, bucket, prefix)
+    book = _BOOKS.pop(key, None)
+    if book is None:
+        book = FolderNames(prefix)
+        while len(_BOOKS) >= _MAX_BOOKS:
+            del _BOOKS[next(iter(_BOOKS))]
+    _BOOKS[key] = book  # the most recent last
+    return book
+
+
 def _folder_of(prefix: str) -> str:
     """The folder ``prefix`` lies in (up to its last "/"; "" at the top)."""
     return prefix[: prefix.rfind("/") + 1]
@@ -536,6 +564,9 @@ class S3RangeCursor(_Listing):
         self._count = 0
         self._pages_at_split = 0
         self._sample: list[str] = []
+        self._folders = _folder_names(
+            stream.endpoint_url, str(stream.params.get("Bucket", "")), self._prefix
+        )
         self._pages = self._open(PROBE_KEYS if self._probing else stream.page_size)
 
     def _open(self, page_size: int | None) -> PageStream:
@@ -586,9 +617,11 @@ class S3RangeCursor(_Listing):
         if self._splittable and contents:
             sample = self._sample
             if isinstance(contents, ObjectLines):
-                sample.extend(contents.keys(SAMPLE_STEP))  # without reading every object
+                seen = contents.keys(SAMPLE_STEP)  # without reading every object
             else:
-                sample.extend(c["Key"] for c in contents[::SAMPLE_STEP])
+                seen = [c["Key"] for c in contents[::SAMPLE_STEP]]
+            sample.extend(seen)
+            self._folders.add(seen)
             if len(sample) > SAMPLE_KEYS:
                 del sample[:-SAMPLE_KEYS]
         self._token = page.get("NextContinuationToken")
@@ -627,9 +660,20 @@ class S3RangeCursor(_Listing):
         if self._count == self._pages_at_split:
             return None
         self._pages_at_split = self._count
-        halves = split_after(
-            self._range, self._after, prefix=self._prefix, density=self._split_density()
-        )
+        # Between whole folders where the rest spans them, else where the
+        # shard's own keys say names are.
+        point = None
+        if self._after is not None:
+            point = self._folders.cut(self._after, self._range.hi)
+        if point is not None:
+            halves: tuple[KeyRange, KeyRange] | None = (
+                KeyRange(self._range.lo, point),
+                KeyRange(point, self._range.hi),
+            )
+        else:
+            halves = split_after(
+                self._range, self._after, prefix=self._prefix, density=self._split_density()
+            )
         if halves is None:
             return None
         mine, theirs = halves
@@ -645,9 +689,10 @@ class S3RangeCursor(_Listing):
         ASCII; in a tree of folders most of that holds nothing (after
         ``am/`` comes ``/``, never ``0``-``~``), so halving it by the model
         gives away empty ranges again and again while one shard keeps the
-        work. Keys seen so far show which characters names use at the place
+        work. Keys seen so far show which characters names use after the place
         the cut is made (right after what the last key and the bound share),
-        as ``sample_density`` does for the first cut.
+        each counted once: a name's rest shows its alphabet, which its first
+        characters, shared by most recent keys, do not.
         """
         sample = self._sample
         if len(sample) < 2 or self._after is None:
@@ -657,7 +702,12 @@ class S3RangeCursor(_Listing):
         at = skip
         if hi is not None and hi.startswith(self._prefix):
             at += len(os.path.commonprefix([self._after[skip:], hi[skip:]]))  # noqa: RUF071
-        return learned_density(k[at : at + 4] for k in sample)
+        # The characters seen, each once: the first of them are shared by
+        # most recent keys (``hot/12`` of ``hot/123456.log``), and counted
+        # they drew the cut to just past the shard's last key, its next
+        # page then read mostly past the new bound (a million keys in one
+        # folder of numbers read half a million keys twice).
+        return learned_density(["".join(sorted({c for k in sample for c in k[at:]}))])
 
     async def aclose(self) -> None:
         await self._pages.aclose()
