@@ -751,6 +751,7 @@ class _Run:
             raise first_error(group) from None
         finally:
             await self._close_cursors()
+            self.loop_load.close()
             self._finish()
         if self.failure is not None and (
             exc is None or isinstance(exc, anyio.get_cancelled_exc_class())

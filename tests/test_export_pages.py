@@ -104,6 +104,69 @@ def test_encode_then_write_encoded_is_write(cls: type[JsonlSink | CsvSink]) -> N
     assert whole.getvalue() == halves.getvalue()
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("cls", [JsonlSink, CsvSink])
+def test_buffered_then_written_in_chunks_is_write(
+    cls: type[JsonlSink | CsvSink], compression: str | None
+) -> None:
+    # The exporter's way: buffered in the loop's thread, full buffers
+    # written in the sink's. A small buffer makes several of them.
+    whole, parts = io.BytesIO(), io.BytesIO()
+    one = cls(None, stream=whole, compression=compression, buffer_size=64)
+    two = cls(None, stream=parts, compression=compression, buffer_size=64)
+    one.open(None)
+    two.open(None)
+    written = 0
+    for batch in [sample_records(), sample_records()[1:]] * 3:
+        one.write(batch)
+        chunks = two.buffer_encoded(two.encode_records(batch), len(batch))
+        if chunks is not None:
+            assert sum(map(len, chunks)) >= 64
+            written += 1
+            two.write_chunks(chunks)
+    assert written >= 3
+    assert one.commit() == two.commit()
+    one.close()
+    two.close()
+    assert whole.getvalue() == parts.getvalue()
+
+
+class _FullDisk(io.BytesIO):
+    """An output that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+async def test_a_write_that_fails_in_the_sinks_thread_stops_the_export_with_its_error(
+    endpoint: LocalEndpoint,
+) -> None:
+    # Full buffers are written in the sink's thread while the export goes
+    # on: the disk's error still stops it, as itself, and nothing is
+    # written after it.
+    output = _FullDisk(room=50_000)
+    sink = JsonlSink(None, stream=output, buffer_size=4096)
+    records = make_records(query=None, plain_dynamodb=False, label_keys=[])
+    caught: list[BaseException] = []
+    try:
+        await export(s3_streams(endpoint), sink, records)
+    except* OSError as group:
+        caught.extend(group.exceptions)
+    assert len(caught) == 1
+    assert "No space left on device" in str(caught[0])
+    assert gc.isenabled()
+    assert 0 < len(output.getvalue()) <= 50_000
+    # Whole lines only, each one an object listed.
+    lines = output.getvalue().splitlines(keepends=True)
+    assert all(line.endswith(b"\n") and json.loads(line)["Key"] for line in lines)
+
+
 def test_encode_records_needs_an_open_sink(tmp_path: Path) -> None:
     sink = JsonlSink(str(tmp_path / "out.jsonl"))
     with pytest.raises(ConfigurationError, match="open"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from asyncpager._load import ConsumerLoad, LoopLoad
@@ -121,3 +123,33 @@ def test_enough_streams_fill_the_loop_by_littles_law() -> None:
         t.run(0.004, 0.004)
         load.turned(started)
     assert load.enough() == 17
+
+
+def test_busy_time_is_at_least_the_threads_cpu_time() -> None:
+    from asyncpager._load import _thread_busy
+
+    busy, close = _thread_busy()
+    try:
+        before, cpu_before = busy(), time.thread_time()
+        spin = sum(range(300_000))
+        assert spin > 0
+        after, cpu_after = busy(), time.thread_time()
+    finally:
+        close()
+    # CPU time, plus any wait for a core where the system tells it.
+    assert after > before
+    assert after - before >= (cpu_after - cpu_before) * 0.9
+
+
+def test_busy_time_falls_back_to_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from asyncpager._load import _thread_busy
+
+    def refused(*args: object, **kwargs: object) -> int:
+        raise OSError("no such file")
+
+    monkeypatch.setattr(os, "open", refused)
+    busy, close = _thread_busy()
+    close()
+    assert busy is time.thread_time

@@ -145,6 +145,9 @@ class _Loop:
     def now(self) -> float:
         return 0.0
 
+    def close(self) -> None:
+        pass
+
     def turned(self, started: float) -> None:
         del started
 

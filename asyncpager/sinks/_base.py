@@ -412,14 +412,35 @@ class ByteSink:
         """The second half of :meth:`write`: add the bytes
         :meth:`encode_records` made of ``count`` records (buffered: not
         durable before :meth:`commit`)."""
+        chunks = self.buffer_encoded(data, count)
+        if chunks is not None:
+            self.write_chunks(chunks)
+
+    def buffer_encoded(self, data: bytes, count: int) -> list[bytes] | None:
+        """:meth:`write_encoded` without the write: the bytes are kept in
+        memory, and once they fill the buffer it is emptied and its chunks
+        come back, for :meth:`write_chunks` before anything else writes.
+        Blocks on nothing: the exporter calls it in the event loop's
+        thread, and only full buffers go to the sink's own."""
         self._check_open()
         self._pending += count
-        if data:
-            self._buffer.append(data)
-            self._buffered += len(data)
-            if self._buffered >= self._buffer_size:
-                with self._breaks():
-                    self._drain()
+        if not data:
+            return None
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered < self._buffer_size:
+            return None
+        chunks, self._buffer = self._buffer, []
+        self._buffered = 0
+        return chunks
+
+    def write_chunks(self, chunks: list[bytes]) -> None:
+        """Compress and append what :meth:`buffer_encoded` gave back."""
+        check_phase(self._phase)
+        with self._breaks():
+            out = self._compressor.compress(b"".join(chunks))
+            if out:
+                self._output.append(out)
 
     # -- internals --------------------------------------------------------
 
@@ -440,9 +461,8 @@ class ByteSink:
     def _drain(self) -> None:
         if not self._buffer:
             return
-        data = b"".join(self._buffer)
-        self._buffer.clear()
+        chunks, self._buffer = self._buffer, []
         self._buffered = 0
-        out = self._compressor.compress(data)
+        out = self._compressor.compress(b"".join(chunks))
         if out:
             self._output.append(out)
