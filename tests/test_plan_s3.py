@@ -473,6 +473,37 @@ async def test_a_shard_splits_between_folders_the_listing_has_shown() -> None:
     assert listed == [k for k in keys if k < "dq"]
 
 
+@pytest.mark.slow
+async def test_a_rest_narrower_than_the_last_page_is_not_split() -> None:
+    # What the next page will likely read whole: a split would only make a
+    # stream of a few keys or none.
+    from asyncpager.plan.s3 import PROBE_KEYS
+    from asyncpager.testing import Bucket
+
+    keys = [f"f{j}/obj-{i:04d}" for j in range(3) for i in range(1500)]
+    bucket = Bucket("tail", keys=tuple(keys))
+    async with _cursor_on(bucket, "f0/obj-1499") as cursor:
+        probe = await cursor.next_page()
+        assert len(probe["Contents"]) == PROBE_KEYS
+        # 1,400 keys left, more than the probe's 100 spanned.
+        narrowed, new = cursor.split()
+        assert new.shape["hi"] == "f0/obj-1499"
+        assert narrowed.shape["hi"] == new.shape["lo"]
+    async with _cursor_on(bucket, "f0/obj-1499") as cursor:
+        await cursor.next_page()
+        page = await cursor.next_page()
+        assert page["Contents"][-1]["Key"] == "f0/obj-1099"
+        # 400 left, fewer than the thousand the page spanned.
+        assert cursor.split() is None
+        last = await cursor.next_page()
+        assert [c["Key"] for c in last["Contents"]] == keys[1100:1500]
+    async with _cursor_on(bucket, "f2/obj-1499") as cursor:
+        await cursor.next_page()
+        await cursor.next_page()
+        # Two folders more: split.
+        assert cursor.split() is not None
+
+
 def test_cuts_inside_folders_fall_among_the_characters_of_folder_names() -> None:
     # Folders named with lowercase letters: their subfolders are likely
     # named so too. Cut over printable ASCII, most ranges inside a folder

@@ -563,6 +563,7 @@ class S3RangeCursor(_Listing):
         self._finished = self._directory and self._after is not None and not self._token
         self._count = 0
         self._pages_at_split = 0
+        self._page_first: str | None = None
         self._sample: list[str] = []
         self._folders = _folder_names(
             stream.endpoint_url, str(stream.params.get("Bucket", "")), self._prefix
@@ -614,6 +615,9 @@ class S3RangeCursor(_Listing):
         page["KeyCount"] = len(contents) + len(prefixes)
         if last is not None:
             self._after = last
+            # Where this page began: its span, beside the rest, says whether
+            # the rest is worth a split (see _rest_fits_a_page).
+            self._page_first = contents[0]["Key"] if contents else None
         if self._splittable and contents:
             sample = self._sample
             if isinstance(contents, ObjectLines):
@@ -660,6 +664,8 @@ class S3RangeCursor(_Listing):
         if self._count == self._pages_at_split:
             return None
         self._pages_at_split = self._count
+        if self._rest_fits_a_page():
+            return None
         # Between whole folders where the rest spans them, else where the
         # shard's own keys say names are.
         point = None
@@ -681,6 +687,21 @@ class S3RangeCursor(_Listing):
         self.stream = self.stream.reshaped(lo=mine.lo, hi=mine.hi)
         child = self.stream.reshaped(lo=theirs.lo, hi=theirs.hi).at(None)
         return self.stream, child
+
+    def _rest_fits_a_page(self) -> bool:
+        """Whether what is left of the range, by the key model, is narrower
+        than what the last full page spanned: the next page likely ends
+        the shard, and a split would only make a stream of a few keys or
+        none (and a request for each). Measured at the end of a million-key
+        listing, half of the streams split off then held no key."""
+        first, after, hi = self._page_first, self._after, self._range.hi
+        if first is None or after is None or hi is None:
+            return False
+        base = len(os.path.commonprefix([first, hi]))  # noqa: RUF071 - characters wanted
+        density = learned_density(["".join(sorted({c for k in self._sample for c in k[base:]}))])
+        # The model reads as many characters as it places cuts by.
+        u_first, u_after, u_hi = (density.position(k[base : base + 64]) for k in (first, after, hi))
+        return u_hi - u_after < u_after - u_first
 
     def _split_density(self) -> KeyDensity:
         """Where the names are, learned from this shard's recent keys.
