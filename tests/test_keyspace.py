@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from asyncpager.errors import ConfigurationError
@@ -591,6 +591,22 @@ def test_a_cut_falls_halfway_through_the_folders_between() -> None:
     assert FolderNames("logs/").cut("other/1", None) is None
 
 
+def test_with_no_folder_known_between_the_cut_falls_inside_the_shards_own() -> None:
+    # The first cuts of a tree: only one name is known below the top. The
+    # rest of am/am/ (the shard's folder, below where it parts from the
+    # bound) is cut by the characters names use, not in the unknown space
+    # between am/am and am/au.
+    book = FolderNames()
+    book.add(["am/am/am/obj-000.json", "bu/am/am/obj-000.json", "gl/qr/am/obj-000.json"])
+    point = book.cut("am/am/am/obj-099.json", "am/au")
+    assert point is not None
+    assert point.startswith("am/am/")
+    assert key_lt("am/am/am/obj-099.json", point)
+    assert point[len("am/am/")] in "abglmqru"
+    # Where the rest of the shard's folder is objects, the density decides.
+    assert book.cut("am/am/am/obj-099.json", "am/am/b") is None
+
+
 def test_what_is_kept_of_folder_names_is_bounded() -> None:
     book = FolderNames(limit=10)
     book.add(f"{i:04d}/{j}/k" for i in range(100) for j in range(3))
@@ -619,6 +635,7 @@ def test_a_folder_cut_lies_strictly_between_and_is_a_key(
     book.add(prefix + k for k in seen)
     after = prefix + after
     hi = None if hi is None else prefix + hi
+    assume(hi is None or key_lt(after, hi))  # a shard's last key is below its bound
     point = book.cut(after, hi)
     if point is None:
         return
@@ -626,6 +643,8 @@ def test_a_folder_cut_lies_strictly_between_and_is_a_key(
     assert point.startswith(prefix)
     assert key_lt(after, point)
     assert hi is None or key_lt(point, hi)
-    # It starts a folder the book has seen.
+    # It starts a folder the book has seen, or lies in a folder of the
+    # shard's last key.
     rest = point[len(prefix) :].split("/")
-    assert rest[-1] in book.names(len(rest) - 1)
+    folder = point[: point.rfind("/") + 1]
+    assert rest[-1] in book.names(len(rest) - 1) or (folder and after.startswith(folder))

@@ -674,7 +674,32 @@ class FolderNames:
                         points.append(point_b)
             if points:
                 points.sort()
-                point = points[len(points) // 2].decode("utf-8")
-                if is_valid_key(point):
-                    return point
-        return None
+                middle = points[len(points) // 2].decode("utf-8")
+                if is_valid_key(middle):
+                    return middle
+        inside = self._inside(after, mine, parted)
+        if (
+            inside is None
+            or key_bytes(inside) <= after_b
+            or (hi_b is not None and key_bytes(inside) >= hi_b)
+        ):
+            return None
+        return inside
+
+    def _inside(self, after: str, mine: list[str], parted: int) -> str | None:
+        """No folder known between: the middle of the rest of the folder
+        ``after`` lies in, one level below where it parts from the bound,
+        by the characters of the names known. All of that folder lies
+        before the bound (they part above it); what follows it up to the
+        bound is unknown, and likely less (the first cuts of a tree, its
+        names below the top not yet seen: ``am/am/am/obj-099.json`` to
+        ``am/au`` was cut at ``am/ao``, between folders that do not exist,
+        while one stream kept the 16 folders of ``am/am/``)."""
+        if parted + 1 >= len(mine) - 1:
+            return None  # the rest of that folder is objects: the density's
+        names = [name for seen in self._names for name in seen]
+        if not names:
+            return None
+        folder = self.prefix + "".join(part + "/" for part in mine[: parted + 1])
+        density = learned_density(["".join(sorted({c for name in names for c in name}))])
+        return midpoint(after, None, prefix=folder, density=density)
