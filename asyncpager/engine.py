@@ -1025,7 +1025,11 @@ class _Run:
             if given and len(given) >= len(running) // 2:
                 break
             assert run.cursor is not None
-            outcome = run.cursor.split()
+            # Again, though it split on its last page: streams split here
+            # whenever a slot is idle, and an idle worker elsewhere asking
+            # for work was told "none" every time (0 of 19 asks at the end
+            # of a million keys, while the other worker listed alone).
+            outcome = run.cursor.split(again=True)
             if outcome is None:
                 continue
             run.shape, part = outcome

@@ -186,13 +186,14 @@ class Cursor(Protocol):
     def count_items(self, page: Page) -> int:
         """How many items ``page`` holds (for the figures)."""
 
-    def split(self) -> tuple[Stream, Stream] | None:
+    def split(self, *, again: bool = False) -> tuple[Stream, Stream] | None:
         """Give away part of the remaining work.
 
         Returns ``(narrowed_self, new_stream)``: the stream this cursor now
         walks (to be used for resume specs from now on) and a new independent
         stream; or ``None`` when the stream cannot split (or will not yet: a
-        split may cost a page, so a cursor may split once per page it got).
+        split may cost a page, so a cursor may split once per page it got,
+        unless ``again``: another process is idle and asks for work).
         """
 
     async def aclose(self) -> None:
@@ -250,7 +251,7 @@ class OperationCursor:
         found = key.search(page) if key is not None else None
         return len(found) if isinstance(found, list) else 0
 
-    def split(self) -> tuple[Stream, Stream] | None:
+    def split(self, *, again: bool = False) -> tuple[Stream, Stream] | None:
         return None
 
     async def aclose(self) -> None:

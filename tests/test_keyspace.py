@@ -607,6 +607,23 @@ def test_with_no_folder_known_between_the_cut_falls_inside_the_shards_own() -> N
     assert book.cut("am/am/am/obj-099.json", "am/am/b") is None
 
 
+def test_a_rest_that_is_one_folders_rest_is_known_as_such() -> None:
+    book = FolderNames()
+    book.add(f"c/{b}/{c}/obj-000.json" for b in ("am", "bu") for c in ("a1", "b2", "c3", "d4"))
+    # c/am/b2 then c/am/c3: nothing known between b2 and the bound.
+    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/c3") == "c/am/b2/"
+    # A folder known between: not one folder's rest.
+    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/d") is None
+    # They part above the shard's folder, or inside an object's name.
+    assert book.leaf_folder("c/am/b2/obj-001.json", "c/bu/a1/obj-000.json") is None
+    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/b2/obj-002.json") is None
+    assert book.leaf_folder("c/am/b2/obj-001.json", None) is None
+    # Too few names known at that depth to say nothing lies between.
+    few = FolderNames()
+    few.add(["c/am/a1/obj-000.json", "c/am/b2/obj-000.json", "c/am/c3/obj-000.json"])
+    assert few.leaf_folder("c/am/b2/obj-001.json", "c/am/c3") is None
+
+
 def test_what_is_kept_of_folder_names_is_bounded() -> None:
     book = FolderNames(limit=10)
     book.add(f"{i:04d}/{j}/k" for i in range(100) for j in range(3))

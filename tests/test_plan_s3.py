@@ -504,6 +504,30 @@ async def test_a_rest_narrower_than_the_last_page_is_not_split() -> None:
         assert cursor.split() is not None
 
 
+@pytest.mark.slow
+async def test_with_nothing_known_up_to_the_bound_the_cut_is_inside_the_shards_folder() -> None:
+    # The listing knows the four top-level folders: between a1 and the
+    # bound b2 lies none, so the rest is a1's, and the cut falls in it (not
+    # in the space between a1/ and b2, where no key is).
+    from asyncpager.testing import Bucket
+
+    tops = ["a1", "b2", "c3", "d4"]
+    keys = [f"{t}/obj-{i:04d}" for t in tops for i in range(3000)]
+    url = "s3://four"
+    async with _cursor_on(
+        Bucket("four", keys=tuple(keys)), "b2", folders={url: [t + "/" for t in tops]}
+    ) as cursor:
+        await cursor.next_page()  # the probe: a1/obj-0000 .. a1/obj-0099
+        narrowed, new = cursor.split()
+    point = new.shape["lo"]
+    assert narrowed.shape["hi"] == point
+    assert new.shape["hi"] == "b2"
+    # Among the names the folder's keys share a start with (where in them,
+    # the model's guess: it does not know where the numbers stop).
+    assert point.startswith("a1/obj-"), point
+    assert point > "a1/obj-0099"
+
+
 def test_cuts_inside_folders_fall_among_the_characters_of_folder_names() -> None:
     # Folders named with lowercase letters: their subfolders are likely
     # named so too. Cut over printable ASCII, most ranges inside a folder

@@ -686,6 +686,29 @@ class FolderNames:
             return None
         return inside
 
+    def leaf_folder(self, after: str, hi: str | None) -> str | None:
+        """The folder ``after`` lies in, when the rest up to ``hi`` is that
+        folder's rest alone as far as the listing knows: the two part at
+        its name, and of the names known there (four at least) none lies
+        between. A cut by the characters of names would otherwise fall in
+        that gap, where nothing is (``gl/tn/vm/obj-099.json`` up to
+        ``gl/tn/wm`` was cut at ``gl/tn/vt``, a stream with no key)."""
+        if hi is None or not after.startswith(self.prefix) or not hi.startswith(self.prefix):
+            return None
+        skip = len(self.prefix)
+        mine, bound = after[skip:].split("/"), hi[skip:].split("/")
+        parted = len(mine) - 2
+        if parted < 0 or parted >= len(self._names) or len(self._names[parted]) < 4:
+            return None
+        if mine[:parted] != bound[:parted] or len(bound) <= parted or mine[parted] == bound[parted]:
+            return None
+        base = self.prefix + "".join(part + "/" for part in mine[:parted])
+        after_b, hi_b = key_bytes(after), key_bytes(hi)
+        for name in self._names[parted]:
+            if after_b < key_bytes(base + name) < hi_b:
+                return None
+        return base + mine[parted] + "/"
+
     def _inside(self, after: str, mine: list[str], parted: int) -> str | None:
         """No folder known between: the middle of the rest of the folder
         ``after`` lies in, one level below where it parts from the bound,

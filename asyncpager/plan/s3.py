@@ -99,6 +99,10 @@ SAMPLE_KEYS = 256
 SAMPLE_STEP = 50
 #: MaxKeys of a shard's first request (see S3RangeCursor.__init__).
 PROBE_KEYS = 100
+#: Keys in a full ListObjectsV2 page when MaxKeys is not set.
+S3_PAGE_KEYS = 1000
+#: Above every character a key can hold: a folder's end.
+_LAST_CHARACTER = "\U0010ffff"
 #: Listings whose folder names are kept (see _folder_names).
 _MAX_BOOKS = 64
 _BOOKS: dict[tuple[str | None, str, str], FolderNames] = {}
@@ -525,6 +529,22 @@ def _folder_names(endpoint_url: str | None, bucket: str, prefix: str) -> FolderN
     return book
 
 
+_DIGITS = frozenset("0123456789")
+
+
+def _alphabet(keys: Iterable[str], at: int) -> KeyDensity:
+    """A density over the characters ``keys`` hold from ``at`` on, each
+    once, and every digit once one is seen: a few keys of numbered names
+    show some digits, and the names to come hold the others (from two keys,
+    ``0000`` and ``0050``, the model put ``1499`` a quarter of the way from
+    ``0099`` to the end). Letters are not filled in so: hexadecimal names
+    hold six of them."""
+    seen = {c for key in keys for c in key[at:]}
+    if seen & _DIGITS:
+        seen |= _DIGITS
+    return learned_density(["".join(sorted(seen))])
+
+
 def _folder_of(prefix: str) -> str:
     """The folder ``prefix`` lies in (up to its last "/"; "" at the top)."""
     return prefix[: prefix.rfind("/") + 1]
@@ -564,6 +584,7 @@ class S3RangeCursor(_Listing):
         self._count = 0
         self._pages_at_split = 0
         self._page_first: str | None = None
+        self._page_keys = 0
         self._sample: list[str] = []
         self._folders = _folder_names(
             stream.endpoint_url, str(stream.params.get("Bucket", "")), self._prefix
@@ -618,6 +639,7 @@ class S3RangeCursor(_Listing):
             # Where this page began: its span, beside the rest, says whether
             # the rest is worth a split (see _rest_fits_a_page).
             self._page_first = contents[0]["Key"] if contents else None
+            self._page_keys = len(contents)
         if self._splittable and contents:
             sample = self._sample
             if isinstance(contents, ObjectLines):
@@ -650,7 +672,7 @@ class S3RangeCursor(_Listing):
     def finished(self) -> bool:
         return self._finished
 
-    def split(self) -> tuple[Stream, Stream] | None:
+    def split(self, *, again: bool = False) -> tuple[Stream, Stream] | None:
         # A split costs up to a page: the narrowed shard's last page runs
         # past its new bound and that part is parsed for nothing. A shard
         # splits at most once per page it got; the engine asks only while
@@ -661,47 +683,72 @@ class S3RangeCursor(_Listing):
         # splitting every 4 pages, 25 splitting on every page).
         if self._finished or not self._splittable:
             return None
-        if self._count == self._pages_at_split:
+        # Asked again for another process (Fetcher.give_away): the page a
+        # split may cost is worth an idle core, but a shard that has listed
+        # nothing knows nothing of where its keys are.
+        if self._count == self._pages_at_split and not (again and self._count):
             return None
         self._pages_at_split = self._count
-        if self._rest_fits_a_page():
+        lo, hi, after = self._range.lo, self._range.hi, self._after
+        # Where the rest ends as far as the listing knows: the end of the
+        # shard's own folder when no folder is known between it and the bound.
+        folder = None if after is None else self._folders.leaf_folder(after, hi)
+        end = hi if folder is None else self._folder_end(folder)
+        if self._rest_fits_a_page(end):
             return None
         # Between whole folders where the rest spans them, else where the
-        # shard's own keys say names are.
-        point = None
-        if self._after is not None:
-            point = self._folders.cut(self._after, self._range.hi)
-        if point is not None:
-            halves: tuple[KeyRange, KeyRange] | None = (
-                KeyRange(self._range.lo, point),
-                KeyRange(point, self._range.hi),
+        # shard's own keys say names are (inside its folder, where that is
+        # all there is).
+        point = None if after is None else self._folders.cut(after, hi)
+        if point is None:
+            found = split_after(
+                KeyRange(lo, end), after, prefix=self._prefix, density=self._split_density()
             )
-        else:
-            halves = split_after(
-                self._range, self._after, prefix=self._prefix, density=self._split_density()
-            )
-        if halves is None:
+            point = None if found is None else found[1].lo
+        if point is None:
             return None
-        mine, theirs = halves
+        mine, theirs = KeyRange(lo, point), KeyRange(point, hi)
         self._range = mine
         self.stream = self.stream.reshaped(lo=mine.lo, hi=mine.hi)
         child = self.stream.reshaped(lo=theirs.lo, hi=theirs.hi).at(None)
         return self.stream, child
 
-    def _rest_fits_a_page(self) -> bool:
-        """Whether what is left of the range, by the key model, is narrower
-        than what the last full page spanned: the next page likely ends
-        the shard, and a split would only make a stream of a few keys or
-        none (and a request for each). Measured at the end of a million-key
-        listing, half of the streams split off then held no key."""
-        first, after, hi = self._page_first, self._after, self._range.hi
-        if first is None or after is None or hi is None:
+    def _folder_end(self, folder: str) -> str:
+        """Past the last key of ``folder`` likely left: its names so far
+        share a start up to a separator (``obj-`` of ``obj-0099.json``),
+        and the rest likely does too; a cut by characters up to the
+        folder's very end put most of the range after every such name
+        (``a1/q``), where no key was."""
+        names = [
+            k[len(folder) :] for k in (*self._sample, self._after or "") if k.startswith(folder)
+        ]
+        shared = os.path.commonprefix(names) if names else ""  # noqa: RUF071 - characters wanted
+        # Up to its last separator: what follows it varies (from a few keys
+        # 0000 to 0099, ``obj-00`` looked shared, and the folder went on to
+        # obj-2999).
+        while shared and shared[-1].isalnum():
+            shared = shared[:-1]
+        return folder + shared + _LAST_CHARACTER
+
+    def _rest_fits_a_page(self, end: str | None) -> bool:
+        """Whether what is left of the range up to ``end``, by the key
+        model, is narrower than what the next page will span (the last
+        page's span, scaled from its keys to a full page's): that page
+        likely ends the shard, and a split would only make a stream of a
+        few keys or none (and a request for each). Measured at the end of a
+        million-key listing, half of the streams split off then held no
+        key."""
+        first, after = self._page_first, self._after
+        if first is None or after is None or end is None or not self._page_keys:
             return False
-        base = len(os.path.commonprefix([first, hi]))  # noqa: RUF071 - characters wanted
-        density = learned_density(["".join(sorted({c for k in self._sample for c in k[base:]}))])
+        base = len(os.path.commonprefix([first, end]))  # noqa: RUF071 - characters wanted
+        density = _alphabet([*self._sample, first, after], base)
         # The model reads as many characters as it places cuts by.
-        u_first, u_after, u_hi = (density.position(k[base : base + 64]) for k in (first, after, hi))
-        return u_hi - u_after < u_after - u_first
+        u_first, u_after, u_end = (
+            density.position(k[base : base + 64]) for k in (first, after, end)
+        )
+        full = self.stream.page_size or S3_PAGE_KEYS
+        return (u_end - u_after) * self._page_keys < (u_after - u_first) * full
 
     def _split_density(self) -> KeyDensity:
         """Where the names are, learned from this shard's recent keys.
@@ -728,7 +775,7 @@ class S3RangeCursor(_Listing):
         # they drew the cut to just past the shard's last key, its next
         # page then read mostly past the new bound (a million keys in one
         # folder of numbers read half a million keys twice).
-        return learned_density(["".join(sorted({c for k in sample for c in k[at:]}))])
+        return _alphabet(sample, at)
 
     async def aclose(self) -> None:
         await self._pages.aclose()
@@ -833,7 +880,7 @@ class S3WalkCursor(_Listing):
     def finished(self) -> bool:
         return self._finished
 
-    def split(self) -> tuple[Stream, Stream] | None:
+    def split(self, *, again: bool = False) -> tuple[Stream, Stream] | None:
         # The shallowest folder not started (the top of the stack is next,
         # or being listed): likely the largest subtree left. It costs no
         # request, so unlike a key range's split it may come again at once,
