@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncpager.errors import ConfigurationError
@@ -25,7 +25,6 @@ from asyncpager.plan.keyspace import (
     MAX_KEY_BYTES,
     TYPICAL_KEYS,
     UNIFORM_BYTES,
-    FolderNames,
     KeyDensity,
     KeyRange,
     is_valid_key,
@@ -546,122 +545,3 @@ def test_learned_density_of_nothing_is_the_base() -> None:
     assert learned_density([]) is TYPICAL_KEYS
     with pytest.raises(ConfigurationError):
         learned_density(["a"], seen_share=1.0)
-
-
-# ---------------------------------------------------------------------------
-# FolderNames: cuts between whole folders
-
-TREE = [
-    f"{a}/{b}/{c}/obj-{i:03d}.json"
-    for a in "cfk"
-    for b in ("am", "bu", "dx", "gl", "ra")
-    for c in ("x1", "y2")
-    for i in range(3)
-]
-
-
-def test_folder_names_are_learnt_by_depth_after_the_prefix() -> None:
-    book = FolderNames("logs/")
-    book.add(["logs/2024/01/a.gz", "logs/2025/02/b.gz", "elsewhere/x/y", "logs/top.gz"])
-    assert book.names(0) == {"2024", "2025"}
-    assert book.names(1) == {"01", "02"}
-    # The object's own name is not a folder; nothing lies deeper.
-    assert book.names(2) == frozenset()
-
-
-def test_a_cut_falls_halfway_through_the_folders_between() -> None:
-    book = FolderNames()
-    book.add(TREE)
-    # The rest of c/am, then c/bu, c/dx, c/gl, and c/ra up to the bound: the
-    # new stream starts at the third of those four folders.
-    assert book.cut("c/am/x1/obj-001.json", "c/ra/y2/obj-000.json") == "c/gl"
-    assert book.cut("c/am/x1/obj-001.json", "c/ra") == "c/dx"
-    # To the end: the top level first, where the most is left.
-    assert book.cut("c/am/x1/obj-001.json", None) == "k"
-    # The folder the bound lies in is one too.
-    assert book.cut("c/am/x1/obj-001.json", "c/bu/y2/obj-002.json") == "c/bu"
-    # Nothing known between at the level the two part: one level down, on
-    # either side.
-    assert book.cut("c/am/x1/obj-001.json", "c/b") == "c/am/y2"
-    # (c/am has no folder after y2; c/az, x1 and y2 lie before the bound.)
-    assert book.cut("c/am/y2/obj-001.json", "c/az/y2/obj-000.json") == "c/az/y2"
-    # Where they part inside an object's name, the cut is the density's.
-    assert book.cut("c/am/x1/obj-001.json", "c/am/x1/obj-002.json") is None
-    # Outside the prefix: nothing known.
-    assert FolderNames("logs/").cut("other/1", None) is None
-
-
-def test_with_no_folder_known_between_the_cut_falls_inside_the_shards_own() -> None:
-    # The first cuts of a tree: only one name is known below the top. The
-    # rest of am/am/ (the shard's folder, below where it parts from the
-    # bound) is cut by the characters names use, not in the unknown space
-    # between am/am and am/au.
-    book = FolderNames()
-    book.add(["am/am/am/obj-000.json", "bu/am/am/obj-000.json", "gl/qr/am/obj-000.json"])
-    point = book.cut("am/am/am/obj-099.json", "am/au")
-    assert point is not None
-    assert point.startswith("am/am/")
-    assert key_lt("am/am/am/obj-099.json", point)
-    assert point[len("am/am/")] in "abglmqru"
-    # Where the rest of the shard's folder is objects, the density decides.
-    assert book.cut("am/am/am/obj-099.json", "am/am/b") is None
-
-
-def test_a_rest_that_is_one_folders_rest_is_known_as_such() -> None:
-    book = FolderNames()
-    book.add(f"c/{b}/{c}/obj-000.json" for b in ("am", "bu") for c in ("a1", "b2", "c3", "d4"))
-    # c/am/b2 then c/am/c3: nothing known between b2 and the bound.
-    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/c3") == "c/am/b2/"
-    # A folder known between: not one folder's rest.
-    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/d") is None
-    # They part above the shard's folder, or inside an object's name.
-    assert book.leaf_folder("c/am/b2/obj-001.json", "c/bu/a1/obj-000.json") is None
-    assert book.leaf_folder("c/am/b2/obj-001.json", "c/am/b2/obj-002.json") is None
-    assert book.leaf_folder("c/am/b2/obj-001.json", None) is None
-    # Too few names known at that depth to say nothing lies between.
-    few = FolderNames()
-    few.add(["c/am/a1/obj-000.json", "c/am/b2/obj-000.json", "c/am/c3/obj-000.json"])
-    assert few.leaf_folder("c/am/b2/obj-001.json", "c/am/c3") is None
-
-
-def test_what_is_kept_of_folder_names_is_bounded() -> None:
-    book = FolderNames(limit=10)
-    book.add(f"{i:04d}/{j}/k" for i in range(100) for j in range(3))
-    assert len(book.names(0)) == 10
-    assert len(book.names(1)) == 3
-    deep = FolderNames()
-    deep.add(["/".join(["d"] * 40) + "/leaf"])
-    assert deep.names(FolderNames.MAX_DEPTH - 1) == {"d"}
-    assert deep.names(FolderNames.MAX_DEPTH) == frozenset()
-
-
-_NAME = st.text(st.sampled_from("ab/é🙂\x00~"), max_size=6)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.text(st.sampled_from("ab/"), max_size=3),
-    st.lists(_NAME, max_size=12),
-    _NAME,
-    st.one_of(st.none(), _NAME),
-)
-def test_a_folder_cut_lies_strictly_between_and_is_a_key(
-    prefix: str, seen: list[str], after: str, hi: str | None
-) -> None:
-    book = FolderNames(prefix)
-    book.add(prefix + k for k in seen)
-    after = prefix + after
-    hi = None if hi is None else prefix + hi
-    assume(hi is None or key_lt(after, hi))  # a shard's last key is below its bound
-    point = book.cut(after, hi)
-    if point is None:
-        return
-    assert is_valid_key(point)
-    assert point.startswith(prefix)
-    assert key_lt(after, point)
-    assert hi is None or key_lt(point, hi)
-    # It starts a folder the book has seen, or lies in a folder of the
-    # shard's last key.
-    rest = point[len(prefix) :].split("/")
-    folder = point[: point.rfind("/") + 1]
-    assert rest[-1] in book.names(len(rest) - 1) or (folder and after.startswith(folder))

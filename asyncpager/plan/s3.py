@@ -7,9 +7,8 @@ the planner cuts the prefix's key space into ``shards`` ranges
 runs them at once. The plan needs no knowledge of the key distribution: a
 shard that turns out large gives away the upper part of what it has not yet
 listed whenever the engine has idle workers (:meth:`S3RangeCursor.split`; the
-cut falls between whole folders where the rest spans folders that the
-listing has shown, else among the characters its recent keys use, and comes
-after every page while most workers are idle), and a shard that turns out empty costs one
+cut falls among the characters its recent keys use, and comes after every
+page while most workers are idle), and a shard that turns out empty costs one
 short request (a shard's first page asks for ``PROBE_KEYS`` keys). Knowledge
 saves round trips, though: cut blind, a tree of folders leaves most shards
 empty and the streams double once per round trip until every worker has
@@ -63,7 +62,6 @@ from asyncpager.item_lines import ObjectLines
 from asyncpager.pages import PageStream, RequestHooks
 from asyncpager.plan.keyspace import (
     TYPICAL_KEYS,
-    FolderNames,
     KeyDensity,
     KeyRange,
     key_bytes,
@@ -101,11 +99,6 @@ SAMPLE_STEP = 50
 PROBE_KEYS = 100
 #: Keys in a full ListObjectsV2 page when MaxKeys is not set.
 S3_PAGE_KEYS = 1000
-#: Above every character a key can hold: a folder's end.
-_LAST_CHARACTER = "\U0010ffff"
-#: Listings whose folder names are kept (see _folder_names).
-_MAX_BOOKS = 64
-_BOOKS: dict[tuple[str | None, str, str], FolderNames] = {}
 # S3's rules, plus the upper case and underscores that old us-east-1 buckets may have.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MAX_SHARDS = 100_000
@@ -217,8 +210,6 @@ def plan_s3(
         sample = (samples or {}).get(url)
         if sample is not None:
             density, top = sample.density, sample.folders
-        if top:
-            _folder_names(endpoint_url, bucket, prefix).add(top)
         directory = is_directory_bucket(bucket)
         if directory and delimiter and delimiter != "/":
             raise ConfigurationError(
@@ -513,22 +504,6 @@ class _Listing:
         return contents, prefixes
 
 
-def _folder_names(endpoint_url: str | None, bucket: str, prefix: str) -> FolderNames:
-    """The folder names seen in one listing, shared by its shards (those
-    split off included) and by the plan's sample: a shard learns a depth's
-    names from the others long before its own keys reach them. They only
-    place cuts, never what is listed, so the few listings kept are shared
-    by whatever lists them in the process, and the oldest is forgotten."""
-    key = (endpoint_url, bucket, prefix)
-    book = _BOOKS.pop(key, None)
-    if book is None:
-        book = FolderNames(prefix)
-        while len(_BOOKS) >= _MAX_BOOKS:
-            del _BOOKS[next(iter(_BOOKS))]
-    _BOOKS[key] = book  # the most recent last
-    return book
-
-
 _DIGITS = frozenset("0123456789")
 
 
@@ -586,9 +561,6 @@ class S3RangeCursor(_Listing):
         self._page_first: str | None = None
         self._page_keys = 0
         self._sample: list[str] = []
-        self._folders = _folder_names(
-            stream.endpoint_url, str(stream.params.get("Bucket", "")), self._prefix
-        )
         self._pages = self._open(PROBE_KEYS if self._probing else stream.page_size)
 
     def _open(self, page_size: int | None) -> PageStream:
@@ -647,7 +619,6 @@ class S3RangeCursor(_Listing):
             else:
                 seen = [c["Key"] for c in contents[::SAMPLE_STEP]]
             sample.extend(seen)
-            self._folders.add(seen)
             if len(sample) > SAMPLE_KEYS:
                 del sample[:-SAMPLE_KEYS]
         self._token = page.get("NextContinuationToken")
@@ -689,56 +660,27 @@ class S3RangeCursor(_Listing):
         if self._count == self._pages_at_split and not (again and self._count):
             return None
         self._pages_at_split = self._count
-        lo, hi, after = self._range.lo, self._range.hi, self._after
-        # Where the rest ends as far as the listing knows: the end of the
-        # shard's own folder when no folder is known between it and the bound.
-        folder = None if after is None else self._folders.leaf_folder(after, hi)
-        end = hi if folder is None else self._folder_end(folder)
-        if self._rest_fits_a_page(end):
+        if self._rest_fits_a_page():
             return None
-        # Between whole folders where the rest spans them, else where the
-        # shard's own keys say names are (inside its folder, where that is
-        # all there is).
-        point = None if after is None else self._folders.cut(after, hi)
-        if point is None:
-            found = split_after(
-                KeyRange(lo, end), after, prefix=self._prefix, density=self._split_density()
-            )
-            point = None if found is None else found[1].lo
-        if point is None:
+        halves = split_after(
+            self._range, self._after, prefix=self._prefix, density=self._split_density()
+        )
+        if halves is None:
             return None
-        mine, theirs = KeyRange(lo, point), KeyRange(point, hi)
+        mine, theirs = halves
         self._range = mine
         self.stream = self.stream.reshaped(lo=mine.lo, hi=mine.hi)
         child = self.stream.reshaped(lo=theirs.lo, hi=theirs.hi).at(None)
         return self.stream, child
 
-    def _folder_end(self, folder: str) -> str:
-        """Past the last key of ``folder`` likely left: its names so far
-        share a start up to a separator (``obj-`` of ``obj-0099.json``),
-        and the rest likely does too; a cut by characters up to the
-        folder's very end put most of the range after every such name
-        (``a1/q``), where no key was."""
-        names = [
-            k[len(folder) :] for k in (*self._sample, self._after or "") if k.startswith(folder)
-        ]
-        shared = os.path.commonprefix(names) if names else ""  # noqa: RUF071 - characters wanted
-        # Up to its last separator: what follows it varies (from a few keys
-        # 0000 to 0099, ``obj-00`` looked shared, and the folder went on to
-        # obj-2999).
-        while shared and shared[-1].isalnum():
-            shared = shared[:-1]
-        return folder + shared + _LAST_CHARACTER
-
-    def _rest_fits_a_page(self, end: str | None) -> bool:
-        """Whether what is left of the range up to ``end``, by the key
-        model, is narrower than what the next page will span (the last
-        page's span, scaled from its keys to a full page's): that page
-        likely ends the shard, and a split would only make a stream of a
-        few keys or none (and a request for each). Measured at the end of a
-        million-key listing, half of the streams split off then held no
-        key."""
-        first, after = self._page_first, self._after
+    def _rest_fits_a_page(self) -> bool:
+        """Whether what is left of the range, by the key model, is narrower
+        than what the next page will span (the last page's span, scaled
+        from its keys to a full page's): that page likely ends the shard,
+        and a split would only make a stream of a few keys or none (and a
+        request for each). Measured at the end of a million-key listing,
+        half of the streams split off then held no key."""
+        first, after, end = self._page_first, self._after, self._range.hi
         if first is None or after is None or end is None or not self._page_keys:
             return False
         base = len(os.path.commonprefix([first, end]))  # noqa: RUF071 - characters wanted
@@ -757,10 +699,10 @@ class S3RangeCursor(_Listing):
         ASCII; in a tree of folders most of that holds nothing (after
         ``am/`` comes ``/``, never ``0``-``~``), so halving it by the model
         gives away empty ranges again and again while one shard keeps the
-        work. Keys seen so far show which characters names use after the place
+        work. Keys seen so far show which characters names use at the place
         the cut is made (right after what the last key and the bound share),
-        each counted once: a name's rest shows its alphabet, which its first
-        characters, shared by most recent keys, do not.
+        as ``sample_density`` does for the first cut; where they are digits,
+        every digit counts too.
         """
         sample = self._sample
         if len(sample) < 2 or self._after is None:
@@ -775,7 +717,15 @@ class S3RangeCursor(_Listing):
         # they drew the cut to just past the shard's last key, its next
         # page then read mostly past the new bound (a million keys in one
         # folder of numbers read half a million keys twice).
-        return _alphabet(sample, at)
+        slices = [k[at : at + 4] for k in sample]
+        if any(c in _DIGITS for piece in slices for c in piece):
+            # Every digit once more: the first few digits of numbered names
+            # are shared by most recent keys (``hot/12`` of
+            # ``hot/123456.log``), and counted alone they drew the cut to
+            # just past the shard's last key, its next page then read
+            # mostly past the new bound.
+            slices.append("".join(sorted(_DIGITS)))
+        return learned_density(slices)
 
     async def aclose(self) -> None:
         await self._pages.aclose()
