@@ -127,3 +127,25 @@ async def test_a_cancelled_call_is_still_made_before_the_next() -> None:
 def test_pending_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SinkThread(pending=0)
+
+
+def test_a_write_stuck_for_good_does_not_keep_the_process_from_exiting() -> None:
+    # A reader that stopped reading without closing: the interrupted
+    # command must still exit (an executor's thread is joined at exit).
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, anyio\n"
+        "from asyncpager.sinks._thread import SinkThread\n"
+        "async def main():\n"
+        "    calls = SinkThread()\n"
+        "    await calls.write(threading.Event().wait)\n"
+        "anyio.run(main)\n"
+        "print('left')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "left"

@@ -19,9 +19,11 @@ anything is committed on top of it.
 from __future__ import annotations
 
 import concurrent.futures
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio.to_thread
 
@@ -36,9 +38,15 @@ class SinkThread:
     def __init__(self, pending: int = 4) -> None:
         if pending < 1:
             raise ValueError("pending must be at least 1")
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncpager-sink")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._queued: deque[concurrent.futures.Future[Any]] = deque()
         self._limit = pending
+        # A daemon, unlike an executor's thread, which the interpreter joins
+        # on its way out: a write stuck on a reader that stopped reading
+        # would keep an interrupted command from ever exiting.
+        self._thread = threading.Thread(target=_serve, args=(self._jobs,), daemon=True)
+        self._thread.name = "asyncpager-sink"
+        self._thread.start()
 
     async def write(self, fn: Callable[..., None], *args: Any) -> None:
         """Queue ``fn(*args)``; wait only while ``pending`` are queued."""
@@ -46,14 +54,14 @@ class SinkThread:
         while len(self._queued) >= self._limit:
             await _wait(self._queued[0])
             self._collect()
-        self._queued.append(self._pool.submit(fn, *args))
+        self._queued.append(self._submit(fn, *args))
 
     async def call(self, fn: Callable[..., T], *args: Any, check: bool = True) -> T:
         """``fn(*args)``, once every write queued before it is done. A write
         that failed is raised instead of its result (what ``fn`` raised
         then comes as its context), or with ``check=False`` forgotten: the
         sink is being let go of and the error to tell is another."""
-        future = self._pool.submit(fn, *args)
+        future = self._submit(fn, *args)
         try:
             return await _wait(future)
         finally:
@@ -70,12 +78,35 @@ class SinkThread:
 
     def close(self) -> None:
         """Let the thread go once what is queued is done."""
-        self._pool.shutdown(wait=False)
+        self._jobs.put(None)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put(_Job(future, fn, args))
+        return future
 
     def _collect(self) -> None:
         # Writes are done in order: the done ones are at the front.
         while self._queued and self._queued[0].done():
             self._queued.popleft().result()  # raises what the write raised
+
+
+class _Job(NamedTuple):
+    future: concurrent.futures.Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    while (job := jobs.get()) is not None:
+        if not job.future.set_running_or_notify_cancel():
+            continue
+        try:
+            result = job.fn(*job.args)
+        except BaseException as exc:  # handed to whoever waits on it
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
 
 
 async def _wait(future: concurrent.futures.Future[T]) -> T:
