@@ -461,7 +461,7 @@ async def test_a_rest_narrower_than_the_last_page_is_not_split() -> None:
     async with _cursor_on(bucket, "f0/obj-1499") as cursor:
         probe = await cursor.next_page()
         assert len(probe["Contents"]) == PROBE_KEYS
-        # 1,400 keys left, more than the probe's 100 spanned.
+        # 1,400 keys left: more than the next page, a thousand, will read.
         narrowed, new = cursor.split()
         assert new.shape["hi"] == "f0/obj-1499"
         assert narrowed.shape["hi"] == new.shape["lo"]
