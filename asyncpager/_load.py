@@ -135,7 +135,18 @@ class LoopLoad:
     still reads 1 a while after streams ended and left the loop waiting.
     """
 
-    __slots__ = ("_close", "_cpu", "_fastest", "_paged", "_pages", "_rate", "_wall", "window")
+    __slots__ = (
+        "_close",
+        "_cpu",
+        "_fastest",
+        "_paged",
+        "_pages",
+        "_per_second",
+        "_rate",
+        "_share",
+        "_wall",
+        "window",
+    )
 
     def __init__(
         self,
@@ -155,6 +166,9 @@ class LoopLoad:
         self._rate: _Rate | None = None
         self._paged: _Rate | None = None
         self._pages = 0
+        # What the last share() measured: the busy share and pages a second.
+        self._share = 0.0
+        self._per_second = 0.0
         # The fastest turn so far: the round trip and a parse. Not over a
         # window: while the loop is the bound, every turn also waits for it
         # (at 0 ms a stream's turn then takes as long as all of the others'
@@ -185,21 +199,18 @@ class LoopLoad:
         assert self._paged is not None
         # Both rates roll their windows at the same moments: pages and CPU
         # over the same span.
-        self._paged.over(now, self._pages)
-        return self._rate.over(now, used)
+        self._per_second = self._paged.over(now, self._pages)
+        self._share = self._rate.over(now, used)
+        return self._share
 
     def enough(self) -> int:
         """Streams in flight that keep the loop as busy as it was over the
         last :meth:`share`'s span, with a quarter to spare (Little's law: the
         pages per second the loop's CPU allows, times the fastest turn so
-        far); 0 before a page is known."""
-        if self._rate is None or self._paged is None:
+        far); 0 before a page is known. Read from what the last
+        :meth:`share` measured: no clock is read again."""
+        fastest, busy, pages = self._fastest, self._share, self._per_second
+        if math.isinf(fastest) or busy <= 0 or pages <= 0:
             return 0
-        fastest = self._fastest
-        now, used = self._wall(), self._cpu()
-        cpu = self._rate.over(now, used)
-        pages = self._paged.over(now, self._pages)
-        if math.isinf(fastest) or cpu <= 0 or pages <= 0:
-            return 0
-        # pages / cpu: pages per second of CPU.
-        return math.ceil(ENOUGH_MARGIN * fastest * pages / cpu)
+        # pages / busy: pages per second of CPU.
+        return math.ceil(ENOUGH_MARGIN * fastest * pages / busy)

@@ -170,7 +170,7 @@ def _extra(taken: set[str] | None, given: list[Stream]) -> dict[str, Any]:
     return extra
 
 
-class _Halves(NamedTuple):
+class _ByteWrite(NamedTuple):
     """A byte sink's ``write`` in parts: ``encode`` records and ``buffer``
     the bytes (both in the event loop's thread, blocking on nothing), and
     ``write`` a full buffer's chunks (in the sink's thread)."""
@@ -180,7 +180,7 @@ class _Halves(NamedTuple):
     write: Callable[[list[bytes]], None]
 
 
-def _halves(sink: Sink) -> _Halves | None:
+def _byte_write(sink: Sink) -> _ByteWrite | None:
     """A byte sink's parts, when its class has not changed what ``write``
     or its parts do."""
     from asyncpager.sinks._base import ByteSink
@@ -190,7 +190,7 @@ def _halves(sink: Sink) -> _Halves | None:
         getattr(kind, name) is getattr(ByteSink, name)
         for name in ("write", "write_encoded", "buffer_encoded", "write_chunks")
     ):
-        return _Halves(sink.encode_records, sink.buffer_encoded, sink.write_chunks)
+        return _ByteWrite(sink.encode_records, sink.buffer_encoded, sink.write_chunks)
     return None
 
 
@@ -268,8 +268,8 @@ async def _export(
     # A commit and a page's write never overlap: a commit for a give
     # request waits for the page being written and its acknowledgement.
     writing = anyio.Lock()
-    halves = _halves(sink)
-    encode = halves.encode if halves is not None else None
+    parts = _byte_write(sink)
+    encode = parts.encode if parts is not None else None
     # Every use of the sink from here on but encoding and buffering, which
     # block on nothing and stay in this thread.
     calls = SinkThread()
@@ -323,14 +323,14 @@ async def _export(
         batch, count = _prepare(records, stream, page, limit, encode)
         if count:
             if isinstance(batch, bytes):
-                assert halves is not None
+                assert parts is not None
                 # Kept in memory here; a full buffer (a megabyte) goes to the
                 # sink's thread. Each call there waits for the interpreter's
                 # lock while the loop parses: one a page made that thread
                 # the bound (1.7 of an S3 export's 2.5 s waiting on it).
-                chunks = halves.buffer(batch, count)
+                chunks = parts.buffer(batch, count)
                 if chunks is not None:
-                    await calls.write(halves.write, chunks)
+                    await calls.write(parts.write, chunks)
             else:
                 await calls.write(sink.write, batch)
             written += count

@@ -615,10 +615,9 @@ class S3RangeCursor(_Listing):
         if self._splittable and contents:
             sample = self._sample
             if isinstance(contents, ObjectLines):
-                seen = contents.keys(SAMPLE_STEP)  # without reading every object
+                sample.extend(contents.keys(SAMPLE_STEP))  # without reading every object
             else:
-                seen = [c["Key"] for c in contents[::SAMPLE_STEP]]
-            sample.extend(seen)
+                sample.extend(c["Key"] for c in contents[::SAMPLE_STEP])
             if len(sample) > SAMPLE_KEYS:
                 del sample[:-SAMPLE_KEYS]
         self._token = page.get("NextContinuationToken")
@@ -712,18 +711,14 @@ class S3RangeCursor(_Listing):
         at = skip
         if hi is not None and hi.startswith(self._prefix):
             at += len(os.path.commonprefix([self._after[skip:], hi[skip:]]))  # noqa: RUF071
-        # The characters seen, each once: the first of them are shared by
-        # most recent keys (``hot/12`` of ``hot/123456.log``), and counted
-        # they drew the cut to just past the shard's last key, its next
-        # page then read mostly past the new bound (a million keys in one
-        # folder of numbers read half a million keys twice).
         slices = [k[at : at + 4] for k in sample]
         if any(c in _DIGITS for piece in slices for c in piece):
             # Every digit once more: the first few digits of numbered names
             # are shared by most recent keys (``hot/12`` of
             # ``hot/123456.log``), and counted alone they drew the cut to
             # just past the shard's last key, its next page then read
-            # mostly past the new bound.
+            # mostly past the new bound (a million keys in one folder of
+            # numbers read half a million keys twice).
             slices.append("".join(sorted(_DIGITS)))
         return learned_density(slices)
 

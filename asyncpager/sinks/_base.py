@@ -430,17 +430,13 @@ class ByteSink:
         self._buffered += len(data)
         if self._buffered < self._buffer_size:
             return None
-        chunks, self._buffer = self._buffer, []
-        self._buffered = 0
-        return chunks
+        return self._take_buffer()
 
     def write_chunks(self, chunks: list[bytes]) -> None:
         """Compress and append what :meth:`buffer_encoded` gave back."""
-        check_phase(self._phase)
+        self._check_open()
         with self._breaks():
-            out = self._compressor.compress(b"".join(chunks))
-            if out:
-                self._output.append(out)
+            self._append(chunks)
 
     # -- internals --------------------------------------------------------
 
@@ -459,10 +455,15 @@ class ByteSink:
             raise
 
     def _drain(self) -> None:
-        if not self._buffer:
-            return
+        if self._buffer:
+            self._append(self._take_buffer())
+
+    def _take_buffer(self) -> list[bytes]:
         chunks, self._buffer = self._buffer, []
         self._buffered = 0
+        return chunks
+
+    def _append(self, chunks: list[bytes]) -> None:
         out = self._compressor.compress(b"".join(chunks))
         if out:
             self._output.append(out)
