@@ -9,8 +9,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from asyncpager import parallel
+from asyncpager._clock import FakeClock
 from asyncpager.checkpoint import Checkpoint, CheckpointState
-from asyncpager.parallel import _Deal, _hand_out, first_deal
+from asyncpager.engine import Stats
+from asyncpager.parallel import ASK_AGAIN, WATCH, _Deal, _hand_out, _wait_to_ask_again, first_deal
 from asyncpager.streams import Stream
 
 pytestmark = pytest.mark.anyio
@@ -216,3 +219,52 @@ async def test_a_waiting_worker_is_let_go_when_the_run_is_interrupted() -> None:
         interrupted.set()
     assert _reply(pipes[0]) == {"last": True}
     assert deal.idle == set()
+
+
+async def test_a_waiting_worker_is_let_go_as_soon_as_the_other_is_out_of_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Worker 1 lists and gives nothing; worker 0, out of work, waits. Once
+    # worker 1 runs out too, both go at once, not on the next poll (which
+    # here would come after the test's deadline).
+    monkeypatch.setattr(parallel, "ASK_POLL", 3600.0)
+    deal, pipes = _two_workers(3)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_hand_out, deal, 0, pipes[0], anyio.Event(), 0)
+            while not pipes[1].lines:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            await deal.received(1, [])
+            await anyio.wait_all_tasks_blocked()
+            assert pipes[0].lines == []  # still waiting: worker 1 still lists
+            deal.load = lambda index: 0
+            tg.start_soon(_hand_out, deal, 1, pipes[1], anyio.Event(), 0)
+    assert [_reply(p) for p in pipes] == [{"last": True}, {"last": True}]
+    assert deal.running == set()
+
+
+class WorkerFetcher:
+    """What _wait_to_ask_again reads of a worker's fetcher."""
+
+    def __init__(self, streams: int) -> None:
+        self.clock = FakeClock()
+        self.stats = Stats(started=0.0)
+        self.stats.streams_total = streams
+
+
+async def test_a_worker_told_to_wait_asks_again_at_once_when_its_streams_run_out() -> None:
+    worker = WorkerFetcher(streams=2)
+    worker.stats.streams_done = 1
+
+    async def last_stream_ends() -> None:
+        await worker.clock.sleep(0.05)
+        worker.stats.streams_done = 2
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(last_stream_ends)
+        await _wait_to_ask_again(worker)
+    assert 0.05 <= worker.clock.now() <= 0.05 + WATCH
+    # With streams left, it waits the whole ASK_AGAIN.
+    busy = WorkerFetcher(streams=3)
+    await _wait_to_ask_again(busy)
+    assert busy.clock.now() == pytest.approx(ASK_AGAIN)
