@@ -48,6 +48,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import weakref
 from collections import deque
@@ -376,12 +377,17 @@ class Fetcher:
     per-request events and objects where that changes nothing (``direct``;
     see :mod:`asyncpager._direct`: the same requests, a one-key S3 page
     for 0.25 ms of CPU instead of 0.48; ``None`` follows
-    ``ASYNCPAGER_DIRECT``), all closed on exit. ``freeze_pages=True`` keeps parsed
-    pages out of the cyclic collector's walks while the fetcher is open
-    (:func:`asyncpager.parsers.freeze_pages`; it changes the whole process's
-    collector, so it is off unless asked for): the young collections that
-    walk every new page are a third of the CPU of a DynamoDB scan of
-    many-attribute items, which then takes half the CPU. For the services in
+    ``ASYNCPAGER_DIRECT``), all closed on exit. While the fetcher is open,
+    large parsed pages are kept out of the cyclic collector's walks
+    (``freeze_pages``; see :func:`asyncpager.parsers.freeze_pages`): the
+    collections that walk every new page were 40% of the CPU of a DynamoDB
+    scan of many-attribute items, which then took 0.6 of the time. It works
+    on the whole process's collector (``gc.freeze()`` after a parse that
+    left 20,000 tracked objects or more, a full collection now and then,
+    everything unfrozen on exit), so by default (``None``) it stays off in a
+    process that keeps frozen objects of its own (``gc.freeze()`` before a
+    fork) or has its collector disabled; ``False`` leaves the collector
+    alone, ``True`` freezes regardless. For the services in
     ``raw_services`` the pages skip conversions a writer does not need (see
     :func:`asyncpager.parsers.install`'s ``raw``): DynamoDB items keep
     their blobs as the base64 text that was sent. Give
@@ -426,7 +432,7 @@ class Fetcher:
         raw_services: Iterable[str] | Mapping[str, RawMode] = (),
         pacer: PacerLike | None = None,
         lean_http: bool | None = None,
-        freeze_pages: bool = False,
+        freeze_pages: bool | None = None,
         direct: bool | None = None,
     ) -> None:
         if concurrency < 1:
@@ -479,12 +485,24 @@ class Fetcher:
 
     # -- lifetime --------------------------------------------------------
 
+    def _freezes(self) -> bool:
+        if self.freeze_pages is not None:
+            return self.freeze_pages
+        from asyncpager.parsers._install import freezing
+
+        # On by default, unless the process keeps frozen objects of its own
+        # (a server that froze its heap before forking, to share it copy on
+        # write: the freezer's full collections unfreeze everything) or runs
+        # with its collector off. A freezer already on (another fetcher's)
+        # is held too, so that it stays on while this one runs.
+        return freezing() or (gc.isenabled() and gc.get_freeze_count() == 0)
+
     async def __aenter__(self) -> Fetcher:
         if self._entered:
             raise ConfigurationError("a Fetcher can be entered only once at a time")
         self._entered = True
         self._stack = AsyncExitStack()
-        if self.freeze_pages:
+        if self._freezes():
             from asyncpager.parsers import hold_frozen_pages
 
             # Let go on the way out, whatever way that is (the stack is

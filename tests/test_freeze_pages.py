@@ -201,5 +201,35 @@ async def test_a_fetcher_freezes_pages_while_open_and_lets_go_when_cancelled() -
         assert scope.cancelled_caught
         assert install_module._freezer is None
         assert gc.get_freeze_count() == 0
-    async with Fetcher() as f:
+    async with Fetcher(freeze_pages=False) as f:
         assert install_module._freezer is None
+
+
+@pytest.mark.anyio
+async def test_a_fetcher_freezes_by_default_unless_the_process_froze_objects_itself() -> None:
+    from asyncpager import Fetcher
+
+    async with Fetcher():
+        assert install_module._freezer is not None
+        # A second fetcher holds the freezer the first turned on.
+        async with Fetcher():
+            assert install_module._freezer is not None
+        assert install_module._freezer is not None
+    assert install_module._freezer is None
+    # A process that froze its heap (before forking, say) keeps it frozen:
+    # the freezer, which unfreezes everything now and then, stays off.
+    kept = Node()
+    gc.freeze()
+    assert not any(o is kept for o in gc.get_objects())  # frozen: out of the generations
+    async with Fetcher():
+        assert install_module._freezer is None
+    assert gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects())
+    gc.unfreeze()
+    # So does one with its collector off.
+    gc.disable()
+    try:
+        async with Fetcher():
+            assert install_module._freezer is None
+    finally:
+        gc.enable()

@@ -369,6 +369,11 @@ def freeze_pages(
     _freezer = None if every is None else _Freezer(every, spacing, clock)
 
 
+def freezing() -> bool:
+    """Whether the freezer is on (:func:`freeze_pages`)."""
+    return _freezer is not None
+
+
 def hold_frozen_pages() -> Callable[[], None]:
     """:func:`freeze_pages` with its defaults until the returned function is
     called, unless it was on already (the command line's): then it stays as
