@@ -3,10 +3,13 @@ saved before a worker hears of them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from asyncpager import parallel
@@ -221,13 +224,11 @@ async def test_a_waiting_worker_is_let_go_when_the_run_is_interrupted() -> None:
     assert deal.idle == set()
 
 
-async def test_a_waiting_worker_is_let_go_as_soon_as_the_other_is_out_of_work(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Worker 1 lists and gives nothing; worker 0, out of work, waits. Once
-    # worker 1 runs out too, both go at once, not on the next poll (which
-    # here would come after the test's deadline).
-    monkeypatch.setattr(parallel, "ASK_POLL", 3600.0)
+@contextlib.asynccontextmanager
+async def _worker_0_waiting() -> AsyncIterator[tuple[_Deal, list[Pipe], anyio.abc.TaskGroup]]:
+    """Worker 0, out of work, asks; worker 1, asked to give, gives nothing:
+    worker 0 then waits for part of its work, in the task group yielded,
+    which must end within 5 s."""
     deal, pipes = _two_workers(3)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -237,8 +238,23 @@ async def test_a_waiting_worker_is_let_go_as_soon_as_the_other_is_out_of_work(
             await deal.received(1, [])
             await anyio.wait_all_tasks_blocked()
             assert pipes[0].lines == []  # still waiting: worker 1 still lists
-            deal.load = lambda index: 0
-            tg.start_soon(_hand_out, deal, 1, pipes[1], anyio.Event(), 0)
+            yield deal, pipes, tg
+
+
+@pytest.fixture
+def no_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting worker asks again only after an hour: only what wakes it
+    lets it go within a test's deadline."""
+    monkeypatch.setattr(parallel, "ASK_POLL", 3600.0)
+
+
+@pytest.mark.usefixtures("no_poll")
+async def test_a_waiting_worker_is_let_go_as_soon_as_the_other_is_out_of_work() -> None:
+    # Worker 1 lists and gives nothing; worker 0, out of work, waits. Once
+    # worker 1 runs out too, both go at once, not on the next poll.
+    async with _worker_0_waiting() as (deal, pipes, tg):
+        deal.load = lambda index: 0
+        tg.start_soon(_hand_out, deal, 1, pipes[1], anyio.Event(), 0)
     assert [_reply(p) for p in pipes] == [{"last": True}, {"last": True}]
     assert deal.running == set()
 
@@ -268,3 +284,16 @@ async def test_a_worker_told_to_wait_asks_again_at_once_when_its_streams_run_out
     busy = WorkerFetcher(streams=3)
     await _wait_to_ask_again(busy)
     assert busy.clock.now() == pytest.approx(ASK_AGAIN)
+
+
+@pytest.mark.usefixtures("no_poll")
+async def test_a_waiting_worker_cancelled_leaves_nothing_behind() -> None:
+    # Its answer cancelled (the run is being torn down), a waiting worker is
+    # no longer counted idle, and what waits on the deal's changes hears of it.
+    async with _worker_0_waiting() as (deal, pipes, tg):
+        changed = deal.changed
+        assert deal.idle == {0}
+        tg.cancel_scope.cancel()
+    assert deal.idle == set()
+    assert changed.is_set()
+    assert pipes[0].lines == []  # cancelled before any answer
