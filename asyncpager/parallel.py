@@ -255,8 +255,8 @@ async def _coordinate(
                                 p.send_signal(signal.SIGINT)
                         break
                     if closed.is_set():
-                        # Exiting, output closed: seen within a millisecond
-                        # (a tick of 50 ms took 25 ms of the run's end).
+                        # Exiting, output closed: its exit is seen within a
+                        # millisecond, not on the next tick of 50 ms.
                         await anyio.sleep(0.001)
                         continue
                     if ticks % 5 == 0:
