@@ -233,18 +233,14 @@ async def _coordinate(
             async with anyio.create_task_group() as tg:
                 # Set once every worker's output is closed: each is exiting.
                 closed = anyio.Event()
-                answering = [len(processes)]
 
-                async def answer(index: int, process: Worker) -> None:
-                    try:
-                        await _answer(deal, index, process, interrupted)
-                    finally:
-                        answering[0] -= 1
-                        if not answering[0]:
-                            closed.set()
+                async def answer_all() -> None:
+                    async with anyio.create_task_group() as answers:
+                        for index, process in enumerate(processes):
+                            answers.start_soon(_answer, deal, index, process, interrupted)
+                    closed.set()
 
-                for index, process in enumerate(processes):
-                    tg.start_soon(answer, index, process)
+                tg.start_soon(answer_all)
                 gathering = anyio.Event()
                 gathering.set()
                 ticks = 0
@@ -416,6 +412,19 @@ class _Deal:
         self.changed.set()
         self.changed = anyio.Event()
 
+    def set_idle(self, index: int, idle: bool) -> None:
+        """Worker ``index`` waits for part of another's work, or no longer."""
+        if idle:
+            self.idle.add(index)
+        else:
+            self.idle.discard(index)
+        self.touch()
+
+    def let_go(self, index: int) -> None:
+        """Worker ``index`` is told nothing more will come (or has exited)."""
+        self.running.discard(index)
+        self.touch()
+
     def save(self) -> None:
         if self.checkpoint is None:
             return
@@ -491,11 +500,10 @@ class _Deal:
 
     def gone(self, index: int) -> None:
         """Worker ``index`` exited: it gives nothing more."""
-        self.running.discard(index)
         asked = self._asked.pop(index, None)
         if asked is not None:
             asked[0].set()
-        self.touch()
+        self.let_go(index)
 
     def recover_given(self, checkpoints: list[Path]) -> None:
         """Streams the workers' checkpoints say were given away that the
@@ -551,8 +559,7 @@ async def _hand_out(
         # Woken as soon as the others are all idle or gone (polled every
         # 50 ms, both workers waited up to that long at the end of a run),
         # and asks again every ASK_POLL meanwhile.
-        deal.idle.add(index)
-        deal.touch()
+        deal.set_idle(index, True)
         try:
             while not given and not interrupted.is_set() and deal.running - deal.idle:
                 changed = deal.changed
@@ -561,14 +568,12 @@ async def _hand_out(
                 if deal.running - deal.idle and not interrupted.is_set():
                     given = await deal.give(index, left)
         finally:
-            deal.idle.discard(index)
-            deal.touch()
+            deal.set_idle(index, False)
     reply: dict[str, Any] = {"streams": [s.to_json() for s in given]}
     if not given and (interrupted.is_set() or left == 0 or not deal.running - {index}):
         reply = {"last": True}
         # It goes: no other waiting worker waits for it.
-        deal.running.discard(index)
-        deal.touch()
+        deal.let_go(index)
     # Otherwise an empty share: nothing could be split off just now (a
     # stream splits once it has a page); the worker, which still has
     # streams of its own, asks again later.
