@@ -67,10 +67,17 @@ class CheckpointState:
 
 
 class Checkpoint:
-    """A checkpoint file at ``path``."""
+    """A checkpoint file at ``path``.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``durable=False`` saves without waiting for the disk (no ``fsync``): for
+    the checkpoint of a scratch part (see :class:`~asyncpager.sinks.ByteSink`),
+    read only by the process gathering it while the export runs. Each save
+    still replaces the file whole.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], durable: bool = True) -> None:
         self.path = Path(path)
+        self.durable = durable
 
     def check_writable(self) -> None:
         """Fail early, before any work, when the checkpoint cannot be written."""
@@ -137,10 +144,12 @@ class Checkpoint:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(body)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if self.durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        fsync_dir(str(folder))
+        if self.durable:
+            fsync_dir(str(folder))

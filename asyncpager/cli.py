@@ -702,7 +702,8 @@ async def _run_export(
     if args.stats:
         _write_stats(args.stats, fetcher, result)
     if interrupted.is_set():
-        print("asyncpager: interrupted; progress saved", file=sys.stderr)
+        saved = "; progress saved" if checkpoint is not None else ""
+        print(f"asyncpager: interrupted{saved}", file=sys.stderr)
         return EXIT_INTERRUPTED
     assert result is not None
     if result.already_complete:
@@ -798,10 +799,18 @@ def check_export_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     query = _compile_query(args.query)
     if args.checkpoint and not args.output:
         raise ConfigurationError("--checkpoint needs -o/--output: stdout cannot be resumed")
-    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+    # A worker's part that nothing resumes (see asyncpager.parallel): its
+    # commits only tell the coordinator how far it may copy.
+    scratch = bool(getattr(args, "scratch_part", False))
+    checkpoint = Checkpoint(args.checkpoint, durable=not scratch) if args.checkpoint else None
     if checkpoint is not None:
         checkpoint.check_writable()
     options: dict[str, Any] = {}
+    if scratch and args.output:
+        from asyncpager.sinks import detect_format
+
+        if (args.format or detect_format(args.output)[0]) in ("jsonl", "csv"):
+            options["durable"] = False
     if args.csv_raw_formulas:
         from asyncpager.sinks import detect_format
 

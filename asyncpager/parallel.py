@@ -10,7 +10,9 @@ still split, inside their worker. JSON Lines parts are gathered into the
 output while the workers write them, a commit at a time (byte for byte, gzip
 members and zstd frames included; see ``PartGatherer``); Parquet parts are
 merged once every worker is done. Either way the output appears with one
-atomic rename, and then the main checkpoint is marked complete.
+atomic rename, and then the main checkpoint is marked complete. Without a
+main checkpoint nothing resumes the parts: workers commit them without
+waiting for the disk, and the coordinator frees what it has copied of them.
 
 Work is handed out, not dealt once: shards are cut before anyone knows where
 the keys are, and a round-robin deal of a million-key bucket's 8 shards gave
@@ -196,12 +198,22 @@ async def _coordinate(
     # Saved before any work: a resumed run gives every worker the same
     # streams, so its part checkpoint still applies.
     deal.save()
+    if state is None and args.output:
+        # Starting over: parts left by a run without a checkpoint (killed,
+        # or stopped before it could clean up) are not this run's, and
+        # what was gathered of them is gone.
+        shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir(parents=True, exist_ok=True)
     # JSON Lines are gathered into the output file (or standard output) as
     # the parts are committed (see PartGatherer); Parquet parts are merged
     # once every worker is done.
     gatherer = (
-        PartGatherer(parts, part_checkpoints, parts_dir / "gathering.tmp" if args.output else None)
+        PartGatherer(
+            parts,
+            part_checkpoints,
+            parts_dir / "gathering.tmp" if args.output else None,
+            scratch=checkpoint is None,
+        )
         if fmt == "jsonl"
         else None
     )
@@ -220,6 +232,9 @@ async def _coordinate(
                     "stats": str(stats_files[index]),
                     "streams": [s.to_json() for s in group],
                     "more": True,
+                    # Without a checkpoint nothing resumes the parts: they
+                    # are only what the output is gathered from.
+                    "scratch": checkpoint is None,
                 }
                 # Its share, as one line; the input then stays open until
                 # the coordinator exits (the worker stops on EOF).
@@ -287,7 +302,12 @@ async def _coordinate(
     if gatherer is not None and not ran_out:
         gatherer.close()
     if interrupted.is_set() or any(c == EXIT_INTERRUPTED for c in codes):
-        print("asyncpager: interrupted; progress saved", file=sys.stderr)
+        if checkpoint is None:
+            # Nothing resumes them.
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            print("asyncpager: interrupted", file=sys.stderr)
+        else:
+            print("asyncpager: interrupted; progress saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     if any(c != EXIT_OK for c in codes):
         # Failed streams once for all the workers (a missing bucket's
@@ -700,6 +720,7 @@ def worker_main() -> int:
     args.output = config["output"]
     args.checkpoint = config["checkpoint"]
     args.stats = config["stats"]
+    args.scratch_part = bool(config.get("scratch"))
     args.progress = False
     args.workers = 1
     assigned = [Stream.from_json(s) for s in config["streams"]]

@@ -23,6 +23,7 @@ import pytest
 from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table
 from tests.conftest import create_table, put_s3_keys, saved_at
 from tests.test_paginate_parity import AWKWARD_KEYS
+from tests.test_writeback import punches
 
 SECRET = "cli-test-secret-Zq81xWv0"  # a known value, searched for in everything written
 
@@ -595,6 +596,39 @@ def test_workers_kill_9_then_resume_exactly_once(
     assert out.stat().st_size == size
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_workers_without_a_checkpoint_start_over_when_run_again(
+    endpoint: LocalEndpoint, tmp_path: Path, sig: int
+) -> None:
+    # Nothing resumes parts without a checkpoint (and what was gathered of
+    # them is given back): a second run starts over, whatever the first left.
+    out = tmp_path / "out.jsonl"
+    argv = [*export_argv(endpoint, "s3", out, tmp_path / "unused"), "--workers", "2"]
+    at = argv.index("--checkpoint")
+    del argv[at : at + 2]
+    parts = tmp_path / "out.jsonl.workers"
+    process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not out.exists() and process.poll() is None:
+        # Stopped once a worker's part has been gathered from.
+        gathering = parts / "gathering.tmp"
+        if gathering.exists() and gathering.stat().st_size > 0:
+            break
+        assert time.monotonic() < deadline, "nothing gathered in 60 s"
+        time.sleep(0.005)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0, "finished before it was stopped"
+    if sig == signal.SIGINT:
+        assert b"interrupted" in stderr
+        assert not parts.exists()
+    done = subprocess.run(argv, env=env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    keys = [r["Key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == N_KEYS
+    assert not parts.exists()
+
+
 def test_workers_gather_their_parts_into_the_output_as_they_go(
     endpoint: LocalEndpoint, tmp_path: Path
 ) -> None:
@@ -606,17 +640,24 @@ def test_workers_gather_their_parts_into_the_output_as_they_go(
             endpoint.url, "--region", "us-east-1", "-o", str(out), "--workers", "2",
             "--shards", "2", "--page-size", "100", "--concurrency", "1",
             "--commit-interval", "0.05"]  # fmt: skip
+    parts = [scratch.parent / f"part-000{i}.jsonl" for i in range(2)]
     process = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     gathered = 0  # seen while a worker still runs
+    freed = 0  # bytes of a part given back once gathered (no checkpoint resumes them)
     while process.poll() is None:
         with contextlib.suppress(OSError):
             size = scratch.stat().st_size
             if set(_worker_processes()) - {process.pid}:
                 gathered = max(gathered, size)
+                for part in parts:
+                    stat = part.stat()
+                    freed = max(freed, stat.st_size - stat.st_blocks * 512)
         time.sleep(0.02)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert gathered > 0
+    if punches(tmp_path):
+        assert freed > 0
     keys = [r["Key"] for r in read_records(out)]
     assert len(keys) == len(set(keys)) == N_KEYS
     assert not scratch.parent.exists()

@@ -66,8 +66,10 @@ _COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd"
 
 #: Options each format takes, besides ``compression``.
 _OPTIONS: dict[str, frozenset[str]] = {
-    "jsonl": frozenset({"compresslevel", "buffer_size"}),
-    "csv": frozenset({"compresslevel", "buffer_size", "columns", "extra_column", "raw_formulas"}),
+    "jsonl": frozenset({"compresslevel", "buffer_size", "durable"}),
+    "csv": frozenset(
+        {"compresslevel", "buffer_size", "columns", "extra_column", "raw_formulas", "durable"}
+    ),
     "parquet": frozenset({"compresslevel", "row_group_size", "columns", "extra_column"}),
 }
 

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any, ClassVar, Protocol, runtime_checkable
 
+from asyncpager._writeback import WRITEBACK_EVERY, start_writeback
 from asyncpager.errors import ConfigurationError
 from asyncpager.sinks._compress import Compressor, make_compressor, normalise_compression
 
@@ -131,11 +132,16 @@ class _FileOutput:
     leftovers on close, past the size :meth:`abort` just truncated to.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         self._file: io.FileIO | None = None
         self._committed = 0
         self._dir_synced = False
+        #: Where the file ends, and from where its writeback is not yet
+        #: started (see asyncpager._writeback).
+        self._end = 0
+        self._unstarted = 0
 
     def start(self, size: int | None) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -158,7 +164,7 @@ class _FileOutput:
         except BaseException:
             os.close(fd)
             raise
-        self._committed = target
+        self._committed = self._end = self._unstarted = target
         # A fresh start may have created the file: its directory entry has to
         # be durable before a checkpoint refers to it.
         self._dir_synced = size is not None
@@ -169,10 +175,21 @@ class _FileOutput:
         while view:
             written = self._file.write(view)
             view = view[written:]
+        self._end += len(data)
+        if self.durable and self._end - self._unstarted >= WRITEBACK_EVERY:
+            # The next commit's fsync then waits for the last few megabytes
+            # only, not for everything written since the last one.
+            start_writeback(self._file.fileno(), self._unstarted, self._end - self._unstarted)
+            self._unstarted = self._end
 
     def sync(self) -> int:
         assert self._file is not None
+        if not self.durable:
+            # Handed to the system, which any reader of the file sees.
+            self._committed = self._end
+            return self._committed
         os.fsync(self._file.fileno())
+        self._unstarted = self._end
         if not self._dir_synced:
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
             self._dir_synced = True
@@ -267,6 +284,14 @@ class ByteSink:
     most some bytes past it (a half line, a half gzip member), and
     :meth:`open` cuts them off. Subclasses add their own keys to the state
     (:meth:`extra_state`, :meth:`restore`).
+
+    ``durable=False`` is for a scratch file that nothing resumes (a part of
+    ``--workers`` without a checkpoint, copied into the output as it is
+    committed): a commit hands its bytes to the system, where any reader of
+    the file sees them, without waiting for the disk, and the state still
+    says where a consistent cut ends. It does not survive a crash of the
+    machine. Otherwise each commit is ``fsync``'ed, and the writeback of
+    what is written starts as it goes (see :mod:`asyncpager._writeback`).
     """
 
     format: ClassVar[str] = ""
@@ -279,6 +304,7 @@ class ByteSink:
         compression: str | None = None,
         compresslevel: int | None = None,
         buffer_size: int = 1 << 20,
+        durable: bool = True,
     ) -> None:
         if (path is None) == (stream is None):
             raise ConfigurationError("give exactly one of path and stream")
@@ -293,7 +319,7 @@ class ByteSink:
             self._output = _StreamOutput(stream)
         else:
             assert self.path is not None
-            self._output = _FileOutput(self.path)
+            self._output = _FileOutput(self.path, durable)
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._buffer_size = buffer_size

@@ -61,6 +61,7 @@ class CsvSink(ByteSink):
         columns: Sequence[str] | None = None,
         extra_column: str | None = "_extra",
         raw_formulas: bool = False,
+        durable: bool = True,
     ) -> None:
         super().__init__(
             path,
@@ -68,6 +69,7 @@ class CsvSink(ByteSink):
             compression=compression,
             compresslevel=compresslevel,
             buffer_size=buffer_size,
+            durable=durable,
         )
         if columns is not None:
             columns = list(columns)

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from asyncpager._writeback import give_back, start_writeback
 from asyncpager.checkpoint import Checkpoint
 
 __all__ = ["JOINABLE_FORMATS", "PartGatherer", "join_parts"]
@@ -88,14 +89,29 @@ class PartGatherer:
     parts as they were and a later run gathers afresh. ``None`` gathers
     into standard output instead, so that what reads it gets the items as
     they are committed, as from one process, not all at the end.
+
+    ``scratch``: nothing resumes the parts (no checkpoint), so the blocks of
+    what is copied from them are given back to the file system as it goes
+    (:func:`asyncpager._writeback.give_back`), and a run that stops leaves
+    them useless.
     """
 
-    def __init__(self, parts: list[Path], checkpoints: list[Path], gathering: Path | None) -> None:
+    def __init__(
+        self,
+        parts: list[Path],
+        checkpoints: list[Path],
+        gathering: Path | None,
+        scratch: bool = False,
+    ) -> None:
         self.parts = parts
         self.checkpoints = checkpoints
         self.gathering = gathering
+        self.scratch = scratch
         self.copied = [0] * len(parts)
+        #: Bytes given back to the file system, from each part's start.
+        self.freed = [0] * len(parts)
         self._fd: int | None = None
+        self._unstarted = 0  # the output's writeback is started up to here
 
     def _out(self) -> int:
         if self._fd is None:
@@ -150,9 +166,24 @@ class PartGatherer:
         start = self.copied[index]
         if end <= start:
             return 0
-        with self.parts[index].open("rb") as source:
-            _copy_range(source.fileno(), self._out(), start, end - start)
+        out = self._out()
+        mode = "r+b" if self.scratch else "rb"
+        with self.parts[index].open(mode) as source:
+            _copy_range(source.fileno(), out, start, end - start)
+            if self.scratch:
+                # Nothing reads the copied bytes again: the part and the
+                # output do not both keep the whole export on disk, and what
+                # the part's writer never had written back never is.
+                self.freed[index] += give_back(
+                    source.fileno(), self.freed[index], end - self.freed[index]
+                )
         self.copied[index] = end
+        if self.gathering is not None:
+            # Started now, the writeback is mostly done by the next fdatasync
+            # (and the last one, before the output is renamed into place).
+            written = os.lseek(out, 0, os.SEEK_CUR)
+            start_writeback(out, self._unstarted, written - self._unstarted)
+            self._unstarted = written
         return end - start
 
 
