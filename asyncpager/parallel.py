@@ -89,8 +89,10 @@ ASK_AGAIN = 0.2
 #: stream ended meanwhile idled for the rest of it: 0.15-0.2 s at the end
 #: of a million keys, out of 2.9.
 WATCH = 0.01
+#: The coordinator's loop wakes every this many seconds.
+TICK = 0.05
 #: The coordinator gathers committed parts into the output every this many
-#: ticks of 50 ms (see PartGatherer).
+#: ticks (see PartGatherer).
 GATHER_TICKS = 10
 
 
@@ -276,7 +278,7 @@ async def _coordinate(
                         gathering = anyio.Event()
                         tg.start_soon(_gather, gatherer, gathering)
                     ticks += 1
-                    with anyio.move_on_after(0.05):
+                    with anyio.move_on_after(TICK):
                         await closed.wait()
                 await gathering.wait()
                 tg.cancel_scope.cancel()
@@ -704,11 +706,33 @@ async def _wait_to_ask_again(fetcher: Any) -> None:
         await clock.sleep(min(WATCH, until - clock.now()))
 
 
+def worker_args(config: dict[str, Any]) -> argparse.Namespace:
+    """A worker's command line: the coordinator's, with its own part,
+    checkpoint and figures, from the first line it is sent."""
+    from asyncpager.cli import build_parser
+
+    args = build_parser().parse_args(config["argv"])
+    args.output = config["output"]
+    args.checkpoint = config["checkpoint"]
+    args.stats = config["stats"]
+    args.scratch_part = bool(config.get("scratch"))
+    if args.scratch_part:
+        # A commit of a scratch part only tells the coordinator how far it
+        # may copy (no fsync: about a millisecond). Every 5 s, a DynamoDB
+        # export's last 80 MB were left to copy and write back after the
+        # workers were done; committed as often as they are gathered, the
+        # output keeps up with the parts.
+        args.commit_interval = min(args.commit_interval, GATHER_TICKS * TICK)
+    args.progress = False
+    args.workers = 1
+    return args
+
+
 def worker_main() -> int:
     """One worker: the ordinary export of the streams it was dealt, which
     come as the first line on its standard input."""
     _die_with_parent()
-    from asyncpager.cli import build_parser, main_guarded
+    from asyncpager.cli import main_guarded
 
     warm_up()
     _before_the_share()
@@ -716,13 +740,7 @@ def worker_main() -> int:
     if not line.strip():
         return 0  # the coordinator stopped before dealing any work
     config = json.loads(line)
-    args = build_parser().parse_args(config["argv"])
-    args.output = config["output"]
-    args.checkpoint = config["checkpoint"]
-    args.stats = config["stats"]
-    args.scratch_part = bool(config.get("scratch"))
-    args.progress = False
-    args.workers = 1
+    args = worker_args(config)
     assigned = [Stream.from_json(s) for s in config["streams"]]
     stats_path = Path(config["stats"])
 

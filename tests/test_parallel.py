@@ -297,3 +297,31 @@ async def test_a_waiting_worker_cancelled_leaves_nothing_behind() -> None:
     assert deal.idle == set()
     assert changed.is_set()
     assert pipes[0].lines == []  # cancelled before any answer
+
+
+def _config(scratch: bool, *extra: str) -> dict[str, object]:
+    return {
+        "argv": ["s3", "s3://b", "-o", "out.jsonl", "--workers", "2", *extra],
+        "output": "out.jsonl.workers/part-0000.jsonl",
+        "checkpoint": "out.jsonl.workers/part-0000.ckpt",
+        "stats": "out.jsonl.workers/part-0000.stats.json",
+        "scratch": scratch,
+    }
+
+
+def test_a_scratch_part_is_committed_as_often_as_it_is_gathered() -> None:
+    gathered_every = parallel.GATHER_TICKS * parallel.TICK
+    scratch = parallel.worker_args(_config(True, "--commit-interval", "60"))
+    assert scratch.scratch_part
+    assert scratch.commit_interval == gathered_every
+    assert parallel.worker_args(_config(True, "--commit-interval", "0.1")).commit_interval == 0.1
+    # A part a checkpoint resumes commits as the command line says: each
+    # commit waits for the disk.
+    kept = parallel.worker_args(_config(False, "--commit-interval", "60"))
+    assert not kept.scratch_part
+    assert kept.commit_interval == 60
+    assert (kept.output, kept.workers, kept.progress) == (
+        "out.jsonl.workers/part-0000.jsonl",
+        1,
+        False,
+    )
