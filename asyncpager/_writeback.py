@@ -21,7 +21,6 @@ whole export on disk at the end.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import sys
 from typing import Any
@@ -43,7 +42,9 @@ def _libc() -> Any:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The symbols already loaded: the C library is among them.
+        # (ctypes.util.find_library would run ldconfig in a subprocess.)
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
