@@ -20,7 +20,6 @@ whole export on disk at the end.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import sys
 from typing import Any
@@ -38,50 +37,72 @@ _FALLOC_FL_PUNCH_HOLE = 2
 _BLOCK = 4096
 
 
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        # The symbols already loaded: the C library is among them.
-        # (ctypes.util.find_library would run ldconfig in a subprocess.)
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
+class _Calls:
+    """The two functions, found the first time one is needed: ``ctypes``
+    costs a command about 5 ms to import, and most never write a file."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self.sync_file_range: Any = None
+        self.fallocate: Any = None
+
+    def load(self) -> None:
+        self.loaded = True
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            # The symbols already loaded: the C library is among them.
+            # (ctypes.util.find_library would run ldconfig in a subprocess.)
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            return
+        sync_file_range = getattr(libc, "sync_file_range", None)
+        if sync_file_range is not None:
+            sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            sync_file_range.restype = ctypes.c_int
+        fallocate = getattr(libc, "fallocate", None)
+        if fallocate is not None:
+            fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fallocate.restype = ctypes.c_int
+        self.sync_file_range, self.fallocate = sync_file_range, fallocate
 
 
-_LIBC = _libc()
-_sync_file_range: Any = getattr(_LIBC, "sync_file_range", None)
-_fallocate: Any = getattr(_LIBC, "fallocate", None)
-if _sync_file_range is not None:
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    _sync_file_range.restype = ctypes.c_int
-if _fallocate is not None:
-    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    _fallocate.restype = ctypes.c_int
+_calls = _Calls()
 
 
 def start_writeback(fd: int, offset: int, count: int) -> bool:
     """Start writing ``count`` bytes of ``fd`` from ``offset`` back to disk,
     without waiting; whether the system could. A failure is no loss: the
     next ``fsync`` writes them."""
-    if _sync_file_range is None or count <= 0:
+    if count <= 0:
         return False
-    return bool(_sync_file_range(fd, offset, count, _SYNC_FILE_RANGE_WRITE) == 0)
+    if not _calls.loaded:
+        _calls.load()
+    if _calls.sync_file_range is None:
+        return False
+    return bool(_calls.sync_file_range(fd, offset, count, _SYNC_FILE_RANGE_WRITE) == 0)
 
 
 def give_back(fd: int, offset: int, count: int) -> int:
     """Free the whole blocks of ``fd`` within ``count`` bytes from ``offset``
     (they read as zeros afterwards; the file keeps its size). Returns the
     bytes freed: 0 where the file system or the system cannot."""
-    global _fallocate
     start = -(-offset // _BLOCK) * _BLOCK
     end = (offset + count) // _BLOCK * _BLOCK
-    if _fallocate is None or end <= start:
+    if end <= start:
+        return 0
+    if not _calls.loaded:
+        _calls.load()
+    if _calls.fallocate is None:
         return 0
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    if _fallocate(fd, mode, start, end - start) != 0:
+    if _calls.fallocate(fd, mode, start, end - start) != 0:
+        import ctypes
+
         # Not on this file system (EOPNOTSUPP): not worth asking again.
         if ctypes.get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS):
-            _fallocate = None
+            _calls.fallocate = None
         return 0
     return end - start
