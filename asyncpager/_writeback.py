@@ -1,15 +1,15 @@
 """Starting a file's writeback early, and giving back what nobody reads again.
 
 An export commits every few seconds: ``fsync`` then writes back everything
-written since the last commit, and the commit waits for it (a megabyte of
-output takes the disk about a millisecond here). The consumer waits
-behind the commit, the pages queue, and the streams stall: measured on a
-DynamoDB export of 390 MB, 0.15 to 0.3 s a commit. Linux can start that
-writeback as the bytes are written, without waiting for it
-(``sync_file_range`` with ``SYNC_FILE_RANGE_WRITE``), so that the commit's
-``fsync`` finds little left to do. Python's ``os`` has no binding for it:
-it is called from the C library, where there is one, and is a no-op
-elsewhere (the commit's ``fsync`` then does all the work, as before).
+written since the last commit, and the commit waits for it, the consumer
+behind the commit, and the streams behind the consumer (in a 390 MB
+DynamoDB export, strace timed the commits' fsyncs at 25-50 ms each).
+Linux can start that writeback as the bytes are written, without waiting
+for it (``sync_file_range`` with ``SYNC_FILE_RANGE_WRITE``), so that the
+commit's ``fsync`` finds little left to do (the same export's: 0.1-3 ms).
+Python's ``os`` has no binding for it: it is called from the C library,
+where there is one, and is a no-op elsewhere (the commit's ``fsync`` then
+does all the work, as before).
 
 The parts of ``--workers`` are copied into the output as they are
 committed, and nothing reads their copied bytes again unless a checkpoint
