@@ -11,7 +11,8 @@ runs it against an endpoint that injects 500s, resets, cut and slow
 bodies, repeated tokens and throttles, stops it 0-3 times at a random
 moment after a checkpoint save (``kill -9`` mostly, sometimes Ctrl-C), then
 runs it to the end (again after an exit 1: a stream failed, progress saved)
-and checks that the output holds every item exactly once. A round that
+and checks that the output holds every item exactly once. Some rounds run
+without a checkpoint, stopped at a random moment: each run starts over. A round that
 does not is printed with its command and kept in ``--keep`` for a look.
 
 The suite's crash tests stop runs at fixed moments; this finds the moments
@@ -160,6 +161,12 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
         *(["--cluster", "local:2", "--tasks", "6"] if cluster else ["--workers", workers]),
         "--rate", rng.choice(["30", "80", "200"]), "--no-progress",
     ]  # fmt: skip
+    # Now and then without a checkpoint: each run then starts over, whatever
+    # the one stopped before it left (the parts of --workers included).
+    resumable = rng.random() >= 0.15
+    if not resumable:
+        at = argv.index("--checkpoint")
+        del argv[at : at + 2]
     said: list[str] = []
     for _ in range(rng.randint(0, 3)):
         before = saved_at(checkpoint)
@@ -167,11 +174,11 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
             argv, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 60
-        while saved_at(checkpoint) == before and process.poll() is None:
+        while resumable and saved_at(checkpoint) == before and process.poll() is None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.003)
-        time.sleep(rng.uniform(0.0, 0.8))
+        time.sleep(rng.uniform(0.0, 0.8) if resumable else rng.uniform(0.3, 1.5))
         sig = rng.choice([signal.SIGKILL, signal.SIGKILL, signal.SIGINT])
         if process.poll() is None:
             process.send_signal(sig)
@@ -186,7 +193,7 @@ def one_round(rng: random.Random, url: str, folder: Path) -> tuple[str, str | No
             break
     shown = [a for a in argv[3:] if not a.startswith(("http://", str(folder)))]
     shown = [a for a in shown if a not in ("--endpoint-url", "-o", "--checkpoint")]
-    described = f"to {fmt}: {' '.join(shown)}"
+    described = f"to {fmt}: {' '.join(shown)}" + ("" if resumable else " (no checkpoint)")
     if code != 0:
         return described, f"exit {code} after six runs", said
     rows = read_records(out)
