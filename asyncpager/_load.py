@@ -203,6 +203,11 @@ class LoopLoad:
         self._share = self._rate.over(now, used)
         return self._share
 
+    @property
+    def last_share(self) -> float:
+        """What the last :meth:`share` measured (0 before the first)."""
+        return self._share
+
     def enough(self) -> int:
         """Streams in flight that keep the loop as busy as it was over the
         last :meth:`share`'s span, with a quarter to spare (Little's law: the

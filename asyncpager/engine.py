@@ -632,6 +632,14 @@ class Fetcher:
             return []
         return run.report().resume_streams()
 
+    def _streams_enough(self) -> int | None:
+        """Now, during a run whose event loop is the bound (on CPU at least
+        ``LOOP_BOUND`` of the time, as last measured): the streams in flight
+        that keep it that busy. ``None`` while latency is the bound, before
+        anything is measured, or with nothing running."""
+        run = self._active
+        return None if run is None else run.streams_enough()
+
     def give_away(self) -> list[Stream]:
         """Now, during a run: part of the remaining work, for another
         process to run (work stealing): half of each of the running streams
@@ -1029,6 +1037,17 @@ class _Run:
             self.stats.splits += 1
             self._commit(run)
             self._wake()
+
+    def streams_enough(self) -> int | None:
+        # Measured at every page (see _maybe_split), whether or not streams
+        # split; not once the run's workers are gone.
+        if (
+            self._workers_left == 0
+            or not self.fetcher.split_enabled
+            or self.loop_load.last_share < LOOP_BOUND
+        ):
+            return None
+        return self.loop_load.enough() or None
 
     def give_away(self) -> list[Stream]:
         # The streams that gave the most pages are likely the largest left

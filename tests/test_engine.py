@@ -643,3 +643,29 @@ async def test_an_error_in_more_ends_the_run_with_it(fleet: dict[str, Any]) -> N
             with pytest.raises(LookupError, match="coordinator is gone"):
                 await fetcher.run(all_streams(fleet)[1:3], consume, more=more())
     assert other_tasks() <= before
+
+
+@pytest.mark.parametrize(
+    ("share", "split", "told"), [(0.95, True, 3), (0.5, True, None), (0.95, False, None)]
+)
+async def test_the_streams_that_keep_a_bound_loop_busy_are_told_during_a_run(
+    monkeypatch: pytest.MonkeyPatch, share: float, split: bool, told: int | None
+) -> None:
+    # What a --workers worker asks by (asyncpager.parallel._ask_below): the
+    # loop's own figure while it is the bound, nothing while latency is, or
+    # where no share is measured (streams that never split).
+    from asyncpager.testing import LocalEndpoint, Table
+    from tests.test_plan_s3 import _Loop
+
+    monkeypatch.setattr("asyncpager.engine.LoopLoad", lambda: _Loop(share, 3))
+    with LocalEndpoint(tables=[Table("told", 400)]) as ep:
+        fetcher = Fetcher(concurrency=4, split=split)
+        async with fetcher:
+            assert fetcher._streams_enough() is None  # nothing runs
+            seen = []
+            async with fetcher.pages(_segments(ep.url, "told", 2)) as flow:
+                async for _stream, _page in flow:
+                    seen.append(fetcher._streams_enough())
+            assert fetcher._streams_enough() is None
+    assert len(seen) >= 8  # four pages a segment, and a last one maybe empty
+    assert seen[-1] == told

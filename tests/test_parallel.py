@@ -325,3 +325,26 @@ def test_a_scratch_part_is_committed_as_often_as_it_is_gathered() -> None:
         1,
         False,
     )
+
+
+class AskingFetcher:
+    """What _ask_below reads of a worker's fetcher."""
+
+    def __init__(self, concurrency: int, enough: int | None) -> None:
+        self.concurrency = concurrency
+        self.enough = enough
+
+    def _streams_enough(self) -> int | None:
+        return self.enough
+
+
+def test_a_worker_whose_loop_is_the_bound_asks_only_when_nearly_out() -> None:
+    # Latency the bound (or nothing measured yet): ASK_BELOW, or fewer
+    # when the worker runs fewer streams at once.
+    assert parallel._ask_below(AskingFetcher(64, None)) == parallel.ASK_BELOW
+    assert parallel._ask_below(AskingFetcher(4, None)) == 4
+    # The loop the bound: only the streams that keep it busy, at least two,
+    # so that what it holds when nothing is left to hand out is little.
+    assert parallel._ask_below(AskingFetcher(64, 3)) == 3
+    assert parallel._ask_below(AskingFetcher(64, 1)) == 2
+    assert parallel._ask_below(AskingFetcher(64, 40)) == parallel.ASK_BELOW

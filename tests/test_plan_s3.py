@@ -138,8 +138,10 @@ class _Loop:
     def __init__(self, share: float, enough: int = 0) -> None:
         self._share = share
         self._enough = enough
+        self.last_share = 0.0
 
     def share(self) -> float:
+        self.last_share = self._share
         return self._share
 
     def now(self) -> float:
