@@ -18,9 +18,9 @@ Work is handed out, not dealt once: shards are cut before anyone knows where
 the keys are, and a round-robin deal of a million-key bucket's 8 shards gave
 one worker 44,000 keys and the other 256,000. Half of the plan is dealt
 round-robin at the start; a worker whose streams run low (fewer than
-``ASK_BELOW`` left, or than its concurrency) asks for more on its standard
-output, and gets a share
-of what is left (half of it divided among the workers: large shares first,
+``ASK_BELOW`` left, or than its concurrency; while its event loop is the
+bound, fewer than keep it busy) asks for more on its standard output, and
+gets a share of what is left (half of it divided among the workers: large shares first,
 small ones at the end). Once nothing is left, it takes part of a busier
 worker's work instead (see ``_Deal``: work stealing, saved on both sides in
 an order that loses nothing), or, with no worker busier than itself, is
