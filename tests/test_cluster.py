@@ -7,53 +7,29 @@ of 2 worker processes, which fetch from the local endpoint over loopback.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from asyncpager import Fetcher, RateLimit, plan_s3
+from asyncpager import RateLimit, plan_s3
 from asyncpager.checkpoint import Checkpoint
-from asyncpager.cluster import ClusterResult, GroupSpec, LocalBackend, export_on_cluster
+from asyncpager.cluster import GroupSpec, LocalBackend, export_on_cluster
 from asyncpager.cluster._backend import OnDone
 from asyncpager.cluster._layout import commit_attempt
 from asyncpager.errors import ConfigurationError
-from asyncpager.export import export
 from asyncpager.plan.dynamodb import plan_scan
-from asyncpager.sinks import open_sink
 from asyncpager.testing import Bucket, LatencyModel, LocalEndpoint, Table, Throttle
+from tests.cluster_support import (
+    REGION,
+    folder_records,
+    in_process,
+    keys_of,
+    killed_mid_group_exactly_once,
+)
 
 pytestmark = pytest.mark.anyio
-
-REGION = "us-east-1"
-
-
-def keys_of(path: Path) -> list[str]:
-    return [json.loads(line)["Key"] for line in path.read_text().splitlines()]
-
-
-def folder_records(root: Path) -> list[dict[str, Any]]:
-    manifest = json.loads((root / "_manifest.json").read_text())
-    out: list[dict[str, Any]] = []
-    for part in manifest["parts"]:
-        lines = (root / part["path"]).read_text().splitlines()
-        assert len(lines) == part["items"]
-        out += [json.loads(line) for line in lines]
-    assert len(out) == manifest["items"]
-    return out
-
-
-async def in_process(streams: list[Any], path: Path) -> list[dict[str, Any]]:
-    """The reference: the ordinary one-process export of the same streams."""
-    from asyncpager.cluster import PageRecords
-
-    async with Fetcher() as fetcher:
-        await export(streams, open_sink(str(path)), PageRecords(), fetcher=fetcher)
-    return [json.loads(line) for line in path.read_text().splitlines()]  # noqa: ASYNC240
-
 
 # -- the commit model, in this process --------------------------------------
 
@@ -238,40 +214,8 @@ async def test_dask_s3_and_dynamodb_plans_export_what_one_process_exports(
 
 @pytest.mark.slow
 async def test_dask_worker_killed_mid_shard_every_item_exactly_once(tmp_path: Path) -> None:
-    killed: dict[str, Any] = {}
-
-    def watch(bodies: list[dict[str, Any]]) -> None:
-        if killed:
-            return
-        for body in bodies:
-            # A group part way through its shard: kill the process running it.
-            if body.get("pages", 0) >= 3 and body.get("streams_done", 0) == 0:
-                pid = int(str(body["process"]).rsplit(":", 1)[1])
-                killed.update(group=body["group"], pid=pid, attempt=body["attempt"])
-                os.kill(pid, signal.SIGKILL)
-                return
-
-    with LocalEndpoint(buckets=[Bucket("keys", 16_000, "flat")], latency=LatencyModel(0.04)) as ep:
-        # One shard per group and no splitting: each group is one long walk.
-        streams = plan_s3(
-            ["s3://keys"], shards=4, endpoint_url=ep.url, region=REGION, page_size=100
-        )
-        async with _dask_backend() as backend:
-            result: ClusterResult = await export_on_cluster(
-                streams,
-                tmp_path / "keys.jsonl",
-                backend=backend,
-                tasks=4,
-                fetcher_options={"split": False},
-                on_stats=watch,
-            )
-    assert killed, "no task was seen part way through its shard"
-    assert result.complete
-    keys = keys_of(tmp_path / "keys.jsonl")
-    assert len(keys) == 16_000 == len(set(keys))
-    # The killed group ran again, in a new attempt that was committed.
-    assert len(result.attempts[killed["group"]]) >= 2
-    assert result.manifests[killed["group"]]["attempt"] != killed["attempt"]
+    async with _dask_backend() as backend:
+        await killed_mid_group_exactly_once(backend, tmp_path, 16_000)
 
 
 @pytest.mark.slow

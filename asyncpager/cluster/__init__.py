@@ -17,9 +17,10 @@ a staging folder of its own. The driver commits the first attempt of each
 group with one rename, so a worker killed mid-shard costs a rerun of that
 group and never a duplicate or a lost item. The output folder must be
 reachable at the same path from the driver and every worker (a shared file
-system). The backend interface (:class:`Backend`) has two implementations:
-:class:`LocalBackend` (this process) and :class:`DaskBackend` (the ``dask``
-extra).
+system). The backend interface (:class:`Backend`) has three implementations:
+:class:`LocalBackend` (this process), :class:`ProcessBackend` (worker
+processes of this machine, one per core by default) and :class:`DaskBackend`
+(the ``dask`` extra).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from asyncpager.cluster._backend import Backend, LocalBackend
 from asyncpager.cluster._driver import ClusterResult, PageRecords, export_on_cluster
 from asyncpager.cluster._task import GroupSpec, run_group
+from asyncpager.cluster.processes import ProcessBackend
 
 if TYPE_CHECKING:
     from asyncpager.cluster.dask import DaskBackend
@@ -40,6 +42,7 @@ __all__ = [
     "GroupSpec",
     "LocalBackend",
     "PageRecords",
+    "ProcessBackend",
     "export_on_cluster",
     "run_group",
 ]
