@@ -21,6 +21,7 @@ whole export on disk at the end.
 from __future__ import annotations
 
 import errno
+import functools
 import sys
 from typing import Any
 
@@ -38,16 +39,11 @@ _BLOCK = 4096
 
 
 class _Calls:
-    """The two functions, found the first time one is needed: ``ctypes``
-    costs a command about 5 ms to import, and most never write a file."""
+    """The two functions, from the C library where there is one."""
 
     def __init__(self) -> None:
-        self.loaded = False
         self.sync_file_range: Any = None
         self.fallocate: Any = None
-
-    def load(self) -> None:
-        self.loaded = True
         if not sys.platform.startswith("linux"):
             return
         import ctypes
@@ -69,20 +65,19 @@ class _Calls:
         self.sync_file_range, self.fallocate = sync_file_range, fallocate
 
 
-_calls = _Calls()
+#: Found the first time one is needed: ``ctypes`` costs a command about 5 ms
+#: to import, and most never write a file.
+_calls = functools.cache(_Calls)
 
 
 def start_writeback(fd: int, offset: int, count: int) -> bool:
     """Start writing ``count`` bytes of ``fd`` from ``offset`` back to disk,
     without waiting; whether the system could. A failure is no loss: the
     next ``fsync`` writes them."""
-    if count <= 0:
+    call = _calls().sync_file_range if count > 0 else None
+    if call is None:
         return False
-    if not _calls.loaded:
-        _calls.load()
-    if _calls.sync_file_range is None:
-        return False
-    return bool(_calls.sync_file_range(fd, offset, count, _SYNC_FILE_RANGE_WRITE) == 0)
+    return bool(call(fd, offset, count, _SYNC_FILE_RANGE_WRITE) == 0)
 
 
 def give_back(fd: int, offset: int, count: int) -> int:
@@ -91,18 +86,15 @@ def give_back(fd: int, offset: int, count: int) -> int:
     bytes freed: 0 where the file system or the system cannot."""
     start = -(-offset // _BLOCK) * _BLOCK
     end = (offset + count) // _BLOCK * _BLOCK
-    if end <= start:
-        return 0
-    if not _calls.loaded:
-        _calls.load()
-    if _calls.fallocate is None:
+    calls = _calls() if end > start else None
+    if calls is None or calls.fallocate is None:
         return 0
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    if _calls.fallocate(fd, mode, start, end - start) != 0:
+    if calls.fallocate(fd, mode, start, end - start) != 0:
         import ctypes
 
         # Not on this file system (EOPNOTSUPP): not worth asking again.
         if ctypes.get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS):
-            _calls.fallocate = None
+            calls.fallocate = None
         return 0
     return end - start

@@ -794,7 +794,7 @@ def check_export_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     the query, the checkpoint, the output path. Returns the compiled query,
     the checkpoint (or None) and the sink."""
     from asyncpager.checkpoint import Checkpoint
-    from asyncpager.sinks import open_sink
+    from asyncpager.sinks import detect_format, open_sink
 
     query = _compile_query(args.query)
     if args.checkpoint and not args.output:
@@ -806,15 +806,10 @@ def check_export_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if checkpoint is not None:
         checkpoint.check_writable()
     options: dict[str, Any] = {}
-    if scratch and args.output:
-        from asyncpager.sinks import detect_format
-
-        if (args.format or detect_format(args.output)[0]) in ("jsonl", "csv"):
-            options["durable"] = False
+    fmt = args.format or (detect_format(args.output)[0] if args.output else None)
+    if scratch and fmt in ("jsonl", "csv"):
+        options["durable"] = False
     if args.csv_raw_formulas:
-        from asyncpager.sinks import detect_format
-
-        fmt = args.format or detect_format(args.output)[0] if args.output else args.format
         if fmt != "csv":
             raise ConfigurationError("--csv-raw-formulas applies to CSV output only")
         options["raw_formulas"] = True

@@ -20,8 +20,8 @@ one worker 44,000 keys and the other 256,000. Half of the plan is dealt
 round-robin at the start; a worker whose streams run low (fewer than
 ``ASK_BELOW`` left, or than its concurrency; while its event loop is the
 bound, fewer than keep it busy) asks for more on its standard output, and
-gets a share of what is left (half of it divided among the workers: large shares first,
-small ones at the end). Once nothing is left, it takes part of a busier
+gets a share of what is left (half of it divided among the workers: large
+shares first, small ones at the end). Once nothing is left, it takes part of a busier
 worker's work instead (see ``_Deal``: work stealing, saved on both sides in
 an order that loses nothing), or, with no worker busier than itself, is
 told to ask again later; a worker with no streams of its own left waits
@@ -200,6 +200,9 @@ async def _coordinate(
     # Saved before any work: a resumed run gives every worker the same
     # streams, so its part checkpoint still applies.
     deal.save()
+    # Without a checkpoint nothing resumes the parts: they are only what the
+    # output is gathered from (see PartGatherer's scratch).
+    scratch_parts = checkpoint is None
     if state is None and args.output:
         # Starting over: parts left by a run without a checkpoint (killed,
         # or stopped before it could clean up) are not this run's, and
@@ -214,7 +217,7 @@ async def _coordinate(
             parts,
             part_checkpoints,
             parts_dir / "gathering.tmp" if args.output else None,
-            scratch=checkpoint is None,
+            scratch=scratch_parts,
         )
         if fmt == "jsonl"
         else None
@@ -234,9 +237,7 @@ async def _coordinate(
                     "stats": str(stats_files[index]),
                     "streams": [s.to_json() for s in group],
                     "more": True,
-                    # Without a checkpoint nothing resumes the parts: they
-                    # are only what the output is gathered from.
-                    "scratch": checkpoint is None,
+                    "scratch": scratch_parts,
                 }
                 # Its share, as one line; the input then stays open until
                 # the coordinator exits (the worker stops on EOF).
@@ -304,8 +305,7 @@ async def _coordinate(
     if gatherer is not None and not ran_out:
         gatherer.close()
     if interrupted.is_set() or any(c == EXIT_INTERRUPTED for c in codes):
-        if checkpoint is None:
-            # Nothing resumes them.
+        if scratch_parts:
             shutil.rmtree(parts_dir, ignore_errors=True)
             print("asyncpager: interrupted", file=sys.stderr)
         else:
@@ -333,7 +333,7 @@ async def _coordinate(
         await _write_totals(args.stats, workers, bodies)
         if ran_out:
             await _put_together(gatherer, parts, args.output, fmt)
-            if checkpoint is None:
+            if scratch_parts:
                 # Nothing resumes from the parts: they would only take room.
                 shutil.rmtree(parts_dir, ignore_errors=True)
             # The parts stay beside a checkpoint: a rerun goes on in them, and

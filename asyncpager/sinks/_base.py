@@ -184,16 +184,14 @@ class _FileOutput:
 
     def sync(self) -> int:
         assert self._file is not None
-        if not self.durable:
-            # Handed to the system, which any reader of the file sees.
-            self._committed = self._end
-            return self._committed
-        os.fsync(self._file.fileno())
-        self._unstarted = self._end
-        if not self._dir_synced:
-            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-            self._dir_synced = True
-        self._committed = self._file.tell()
+        # Not durable: handed to the system, which any reader of the file sees.
+        if self.durable:
+            os.fsync(self._file.fileno())
+            self._unstarted = self._end
+            if not self._dir_synced:
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+                self._dir_synced = True
+        self._committed = self._end
         return self._committed
 
     def close(self) -> None:

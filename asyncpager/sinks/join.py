@@ -111,7 +111,7 @@ class PartGatherer:
         #: Bytes given back to the file system, from each part's start.
         self.freed = [0] * len(parts)
         self._fd: int | None = None
-        self._unstarted = 0  # the output's writeback is started up to here
+        self._size = 0  # bytes copied into the output, their writeback started
 
     def _out(self) -> int:
         if self._fd is None:
@@ -181,9 +181,8 @@ class PartGatherer:
         if self.gathering is not None:
             # Started now, the writeback is mostly done by the next fdatasync
             # (and the last one, before the output is renamed into place).
-            written = os.lseek(out, 0, os.SEEK_CUR)
-            start_writeback(out, self._unstarted, written - self._unstarted)
-            self._unstarted = written
+            start_writeback(out, self._size, end - start)
+        self._size += end - start
         return end - start
 
 
