@@ -329,16 +329,20 @@ def make_records(
     plain_dynamodb: bool,
     label_keys: Sequence[str],
     json_lines: bool = False,
+    typed_dynamodb: bool = False,
 ) -> Callable[[Stream, dict[str, Any]], Sequence[Mapping[str, Any]]]:
     """How a page becomes records: its result-key items (or ``--query``
     results), DynamoDB items as plain values, and where each came from.
     ``json_lines``: the records are only ever written as JSON Lines, so
     DynamoDB numbers may stay as their text (``dynamodb_to_json_ready``).
+    ``typed_dynamodb``: the sink converts DynamoDB items itself (a
+    :class:`~asyncpager.convert.TypedItems`), as the Parquet sink does.
 
     The records are the page's own dicts (or the fresh ones the DynamoDB
     conversion made) whenever nothing is added to them: a page is consumed
     once and the sinks only read them, so a copy of every item would only
     cost time (and work for the cyclic collector)."""
+    from asyncpager.convert import TypedItems
     from asyncpager.item_lines import EncodedLines, LabelledLines
 
     only_dicts = {dict}
@@ -372,6 +376,8 @@ def make_records(
             if prefixes:
                 found = [*found, *[{"Prefix": p["Prefix"]} for p in prefixes]]
             elif convert is not None and stream.service == "dynamodb" and not converted:
+                if typed_dynamodb and not labels:
+                    return TypedItems(found)
                 found = [convert(item) for item in found]
                 fresh = True
         if {*map(type, found)} == only_dicts:
@@ -652,7 +658,7 @@ async def _run_export(
 
         limits = share_limits(limits, rate_share)
     plain_dynamodb = args.command == "dynamodb" and not args.dynamodb_json
-    from asyncpager.sinks import JsonlSink
+    from asyncpager.sinks import JsonlSink, ParquetSink
 
     json_lines = isinstance(sink, JsonlSink)
     records = make_records(
@@ -660,6 +666,7 @@ async def _run_export(
         plain_dynamodb=plain_dynamodb,
         label_keys=keys,
         json_lines=json_lines,
+        typed_dynamodb=isinstance(sink, ParquetSink),
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)

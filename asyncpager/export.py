@@ -26,6 +26,7 @@ import anyio.to_thread
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState
 from asyncpager.checkpoint import fingerprint as _fingerprint
+from asyncpager.convert import TypedItems
 from asyncpager.engine import Fetcher, RunReport
 from asyncpager.errors import ConfigurationError
 from asyncpager.item_lines import EncodedLines
@@ -234,6 +235,13 @@ def _prepare(
             if encode is not None:
                 return batch.encoded(limit)
             batch = batch.records(limit)
+        elif isinstance(batch, TypedItems):
+            # Converted by the sink itself (only a Parquet sink is given these).
+            if limit is not None:
+                batch = batch.head(limit)
+            if encode is None:
+                return batch, len(batch)
+            batch = batch.records()
         elif type(batch) is not list:
             batch = list(batch)
         if limit is not None:

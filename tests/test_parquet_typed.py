@@ -1,0 +1,230 @@
+"""DynamoDB items written to Parquet from their typed values.
+
+What must hold: a :class:`TypedItems` page written to a ``ParquetSink`` gives
+the file its plain records (``dynamodb_to_plain``) give, schema, metadata and
+values alike, whatever the mix of types under one attribute name, the row
+groups, the fixed columns and the extra column; a malformed item is refused
+in one line; and the command's Parquet export of a DynamoDB table is the file
+the plain records of botocore's own scan make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from asyncpager.convert import (
+    TypedItems,
+    dynamodb_to_plain,
+    dynamodb_value_to_plain,
+    dynamodb_values_to_json,
+    plain_to_json,
+)
+from asyncpager.errors import ConfigurationError
+from asyncpager.export import _prepare
+from asyncpager.streams import Stream
+from asyncpager.testing import LocalEndpoint, Table
+from tests.test_cli import run
+from tests.test_convert import attribute_values, odd_numbers, scalar_values
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from asyncpager.sinks import ParquetSink  # noqa: E402
+
+# Few names, so that one name holds values of several types across items
+# (a column typed by its first value, the others misfits).
+NAMES = ["pk", "a", "b", "_extra"]
+values = st.one_of(
+    attribute_values,
+    scalar_values,
+    st.builds(lambda n: {"N": n}, odd_numbers),
+    st.just({"NULL": True}),
+)
+FIXTURE = [HealthCheck.function_scoped_fixture]
+typed_items = st.lists(st.dictionaries(st.sampled_from(NAMES), values, max_size=4), max_size=12)
+
+
+def write(path: Path, batches: Sequence[Any], **options: Any) -> Any:
+    """The table a sink writes from ``batches``, committing after each."""
+    sink = ParquetSink(str(path), **options)
+    sink.open(None)
+    for batch in batches:
+        sink.write(batch)
+        sink.commit()
+    sink.close()
+    return pq.read_table(path)
+
+
+def cut(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def both(tmp_path: Path, items: list[dict[str, Any]], size: int, **options: Any) -> tuple[Any, Any]:
+    """(typed, plain): the tables written both ways, or the errors raised."""
+    out = []
+    for way in ("typed", "plain"):
+        batches = [
+            TypedItems(b) if way == "typed" else [dynamodb_to_plain(i) for i in b]
+            for b in cut(items, size)
+        ]
+        try:
+            out.append(write(tmp_path / f"{way}.parquet", batches, **options))
+        except ConfigurationError as exc:
+            out.append(type(exc))
+    return out[0], out[1]
+
+
+def same(typed: Any, plain: Any) -> None:
+    if isinstance(plain, type):
+        assert typed is plain
+        return
+    assert typed.schema.equals(plain.schema, check_metadata=True)
+    assert typed.to_pylist() == plain.to_pylist()
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(typed_items, st.integers(1, 5), st.integers(1, 4))
+@example([{"a": {"N": "1"}}, {"a": {"S": "x"}}, {"a": {"NULL": True}}, {"a": {"B": b"\x00"}}], 1, 2)
+@example([{"a": {"S": "x"}}, {"a": {"B": b"\xff"}}, {"a": {"N": "007"}}], 2, 1)
+@example([{"a": {"BOOL": True}}, {"a": {"N": "1"}}, {"b": {"M": {"x": {"N": "1E+2"}}}}], 1, 1)
+@example([{"a": {"N": "1E+2"}}, {"a": {"N": "-0.000"}}, {"a": {"N": "+5"}}], 3, 2)
+def test_typed_items_write_what_their_plain_records_write(
+    tmp_path: Path, items: list[dict[str, Any]], size: int, row_group: int
+) -> None:
+    typed, plain = both(tmp_path, items, size, row_group_size=row_group)
+    same(typed, plain)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(typed_items, st.integers(1, 5))
+@example([{"a": {"N": "1"}}, {"a": {"S": "x"}}], 1)
+def test_fixed_columns_and_no_extra_column_agree_too(
+    tmp_path: Path, items: list[dict[str, Any]], size: int
+) -> None:
+    same(*both(tmp_path, items, size, columns=["a", "pk"]))
+    # Without an extra column a misfit is refused, by both, in one line.
+    same(*both(tmp_path, items, size, extra_column=None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), values), max_size=8))
+@example([{"N": "1E+2"}, {"NS": ["007", "1"]}, {"B": b"\x01"}, {"BS": [b"b", b"a"]}, None])
+def test_a_column_of_json_is_the_plain_values_json(column: list[Any]) -> None:
+    expected = [
+        None
+        if v is None or dynamodb_value_to_plain(v) is None
+        else plain_to_json(dynamodb_value_to_plain(v)).decode()
+        for v in column
+    ]
+    assert dynamodb_values_to_json(column) == expected
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"a": {"X": "1"}},
+        {"a": {"S": "x", "N": "1"}},
+        {"a": {"N": "twelve"}},
+        {"a": {"M": {"b": {"L": [{"Q": 1}]}}}},
+        {"a": "not an attribute value"},
+    ],
+)
+def test_a_malformed_item_is_refused_in_one_line(tmp_path: Path, item: dict[str, Any]) -> None:
+    sink = ParquetSink(str(tmp_path / "out.parquet"))
+    sink.open(None)
+    sink.write(TypedItems([{"a": {"S": "fine"}}]))
+    sink.commit()
+    with pytest.raises(ConfigurationError, match="not a DynamoDB item") as caught:
+        sink.write(TypedItems([{"a": {"S": "fine"}}, item]))
+    assert "\n" not in str(caught.value)
+    # What was committed before stays: the sink must be aborted, not closed.
+    sink.abort()
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_typed_items_read_as_their_plain_records() -> None:
+    typed = [{"pk": {"S": "a"}, "n": {"N": "1.50"}}, {"pk": {"S": "b"}, "b": {"B": b"\x00"}}]
+    items = TypedItems(typed)
+    assert len(items) == 2
+    assert items[0] == {"pk": "a", "n": Decimal("1.50")}
+    assert list(items) == [dynamodb_to_plain(i) for i in typed]
+    assert items.head(1).typed == typed[:1]
+    assert items.head(5) is items
+
+
+def test_the_export_hands_typed_pages_on_and_cuts_them_at_the_limit() -> None:
+    page = {"Items": [{"pk": {"S": str(i)}} for i in range(5)]}
+    stream = Stream("dynamodb", "Scan", {"TableName": "t"}, region="us-east-1")
+
+    def records(_stream: Stream, got: dict[str, Any]) -> TypedItems:
+        return TypedItems(got["Items"])
+
+    batch, count = _prepare(records, stream, page, 3, None)
+    assert isinstance(batch, TypedItems)
+    assert count == 3
+    assert batch.typed == page["Items"][:3]
+    # A sink that encodes gets plain records.
+    data, count = _prepare(records, stream, page, None, plain_to_json)
+    assert count == 5
+    assert data == plain_to_json([{"pk": str(i)} for i in range(5)])
+
+
+@pytest.fixture(scope="module")
+def mixed_endpoint() -> Iterator[LocalEndpoint]:
+    with LocalEndpoint(tables=[Table("mixed", 600, item_shape="mixed")]) as ep:
+        yield ep
+
+
+def botocore_table(url: str, path: Path) -> Any:
+    """The Parquet file the plain records of boto3's own scan make, by key."""
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    items = [
+        dynamodb_to_plain(item)
+        for page in client.get_paginator("scan").paginate(TableName="mixed")
+        for item in page["Items"]
+    ]
+    items.sort(key=lambda r: r["pk"])
+    return write(path, [items])
+
+
+def test_the_commands_parquet_export_is_botocores_items(
+    mixed_endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    common = ("dynamodb", "mixed", "--endpoint-url", mixed_endpoint.url, "--region", "us-east-1")
+    out = tmp_path / "out.parquet"
+    run(*common, "-o", str(out), "--segments", "3", "--page-size", "64", "--workers", "1")
+    written = pq.read_table(out)
+    expected = botocore_table(mixed_endpoint.url, tmp_path / "expected.parquet")
+    assert written.schema.equals(expected.schema, check_metadata=True)
+    rows = sorted(written.to_pylist(), key=lambda r: r["pk"])
+    assert rows == expected.to_pylist()
+    assert len(rows) == 600
+    # Blobs as base64 text, numbers as their digits, nested values as JSON.
+    kinds = {f.name: f.metadata[b"asyncpager.kind"].decode() for f in written.schema}
+    assert kinds["blob"] == "string"
+    assert kinds["score"] == "decimal"
+    assert kinds["profile"] == "json"
+    # --max-items stops inside a page: the same rows as the first of a full export.
+    few = tmp_path / "few.parquet"
+    run(*common, "-o", str(few), "--segments", "1", "--page-size", "64", "--max-items", "100")
+    got = pq.read_table(few).to_pylist()
+    assert got == sorted(got, key=lambda r: r["pk"])
+    assert got == expected.to_pylist()[:100]
