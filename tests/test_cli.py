@@ -908,7 +908,11 @@ def test_taking_part_of_anothers_work_survives_kill_9(
     checkpoint = tmp_path / "cp.json"
     # Paced (120 pages, two seconds at least), so that each run is still
     # listing when it is killed, however fast the machine (see export_argv).
-    argv = [*stealing_argv(endpoint, tmp_path), "--checkpoint", str(checkpoint), "--rate", "60"]
+    # The burst is small too: by default it is the rate, and a resumed run
+    # with fewer than 60 pages left sent them all at once and finished
+    # before its kill came.
+    argv = [*stealing_argv(endpoint, tmp_path), "--checkpoint", str(checkpoint),
+            "--rate", "60", "--burst", "5"]  # fmt: skip
     outcomes = interrupt_and_resume(argv, signal.SIGKILL, [0.5, 0.3, 0.4])
     assert all(o.returncode == -signal.SIGKILL for o in outcomes[:-1])
     keys = [r["Key"] for r in read_records(tmp_path / "out.jsonl")]
