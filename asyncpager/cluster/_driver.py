@@ -54,13 +54,16 @@ class PageRecords:
         plain_dynamodb: bool = True,
         label_keys: Sequence[str] = (),
         json_lines: bool = False,
+        typed_dynamodb: bool = False,
     ) -> None:
         self.query = query
         self.plain_dynamodb = plain_dynamodb
         self.label_keys = list(label_keys)
-        #: Records only written as JSON Lines (see ``make_records``); set by
+        #: Records only written as JSON Lines, or only to Parquet, which
+        #: converts DynamoDB items itself (see ``make_records``); set by
         #: ``export_on_cluster`` from the output's format.
         self.json_lines = json_lines
+        self.typed_dynamodb = typed_dynamodb
         self._built: Records | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class PageRecords:
                 plain_dynamodb=self.plain_dynamodb,
                 label_keys=self.label_keys,
                 json_lines=self.json_lines,
+                typed_dynamodb=self.typed_dynamodb,
             )
         return self._built(stream, page)
 
@@ -271,9 +275,10 @@ async def export_on_cluster(
                 share = share_limits(limits, 1.0 / max(1, min(slots, len(todo) or 1)))
         reporter = backend.reporter(seen)
         base_records = records if records is not None else PageRecords()
-        if isinstance(base_records, PageRecords) and fmt == "jsonl":
+        if isinstance(base_records, PageRecords) and fmt in ("jsonl", "parquet"):
             base_records = copy.copy(base_records)
-            base_records.json_lines = True
+            base_records.json_lines = fmt == "jsonl"
+            base_records.typed_dynamodb = fmt == "parquet"
         specs = [
             GroupSpec(
                 index=i,

@@ -1,6 +1,8 @@
-"""DynamoDB items written to Parquet from their typed values.
+"""Rows into Parquet columns: plain records, and DynamoDB items from their
+typed values.
 
-What must hold: a :class:`TypedItems` page written to a ``ParquetSink`` gives
+What must hold: a column of plain values is what converting each value
+gives, whatever its type; a :class:`TypedItems` page written to a ``ParquetSink`` gives
 the file its plain records (``dynamodb_to_plain``) give, schema, metadata and
 values alike, whatever the mix of types under one attribute name, the row
 groups, the fixed columns and the extra column; a malformed item is refused
@@ -10,11 +12,14 @@ the plain records of botocore's own scan make.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -38,6 +43,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from asyncpager.sinks import ParquetSink  # noqa: E402
+from asyncpager.sinks.parquet import _KINDS, _MISFIT, _convert, _plain_column  # noqa: E402
 
 # Few names, so that one name holds values of several types across items
 # (a column typed by its first value, the others misfits).
@@ -129,6 +135,54 @@ def test_a_column_of_json_is_the_plain_values_json(column: list[Any]) -> None:
         for v in column
     ]
     assert dynamodb_values_to_json(column) == expected
+
+
+class Label(str):
+    """A str subclass: taken as its plain text."""
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+UTC = dt.UTC
+plain_values = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.builds(Label, st.text(max_size=5)),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.decimals(allow_nan=True, places=3),
+    st.binary(max_size=4),
+    st.builds(bytearray, st.binary(max_size=4)),
+    st.datetimes(),
+    st.datetimes(timezones=st.just(UTC)),
+    st.dates(),
+    st.just(Color.RED),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([k for k in _KINDS if k != "null"]), st.lists(plain_values, max_size=8))
+@example("int64", [2**63, -(2**63), True, 1.0])
+@example("timestamp_utc", [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=UTC)])
+@example("string", [Label("x"), Color.RED, 5])
+def test_a_plain_column_is_each_value_converted(kind: str, column: list[Any]) -> None:
+    expected, misfits = [], []
+    for i, value in enumerate(column):
+        out = None if value is None else _convert(kind, value)
+        if out is _MISFIT:
+            misfits.append(i)
+            out = None
+        expected.append(out)
+    # Appended after what the column already holds.
+    got: list[Any] = ["earlier"]
+    assert _plain_column(kind, column, got) == misfits
+    assert got[1:] == expected
+    assert [type(v) for v in got[1:]] == [type(v) for v in expected]
 
 
 @pytest.mark.parametrize(
@@ -228,3 +282,37 @@ def test_the_commands_parquet_export_is_botocores_items(
     got = pq.read_table(few).to_pylist()
     assert got == sorted(got, key=lambda r: r["pk"])
     assert got == expected.to_pylist()[:100]
+
+
+def test_a_cluster_export_to_parquet_is_botocores_items(
+    mixed_endpoint: LocalEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncpager.cluster import LocalBackend, export_on_cluster
+    from asyncpager.plan.dynamodb import plan_scan
+
+    typed = []
+    take_typed = ParquetSink._take_typed
+
+    def counted(self: ParquetSink, items: Sequence[Any]) -> None:
+        typed.append(len(items))
+        take_typed(self, items)
+
+    monkeypatch.setattr(ParquetSink, "_take_typed", counted)
+
+    async def main() -> Any:
+        plan = await plan_scan(
+            "mixed", region="us-east-1", endpoint_url=mixed_endpoint.url, segments=4
+        )
+        async with LocalBackend(slots=2) as backend:
+            return await export_on_cluster(
+                plan.streams, tmp_path / "out.parquet", backend=backend, tasks=2
+            )
+
+    result = anyio.run(main)
+    assert result.complete
+    written = pq.read_table(tmp_path / "out.parquet")
+    expected = botocore_table(mixed_endpoint.url, tmp_path / "expected.parquet")
+    assert written.schema.equals(expected.schema, check_metadata=True)
+    assert sorted(written.to_pylist(), key=lambda r: r["pk"]) == expected.to_pylist()
+    # Every item went to the sink as sent, not as plain records.
+    assert sum(typed) == 600
