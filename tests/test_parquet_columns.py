@@ -12,6 +12,7 @@ the plain records of botocore's own scan make.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
 from collections.abc import Iterator, Sequence
@@ -53,6 +54,12 @@ values = st.one_of(
     scalar_values,
     st.builds(lambda n: {"N": n}, odd_numbers),
     st.just({"NULL": True}),
+    # The export's raw parse: blobs as the base64 text sent.
+    st.builds(lambda b: {"B": base64.b64encode(b).decode()}, st.binary(max_size=6)),
+    st.builds(
+        lambda bs: {"BS": [base64.b64encode(b).decode() for b in bs]},
+        st.sets(st.binary(max_size=4), min_size=1, max_size=3),
+    ),
 )
 FIXTURE = [HealthCheck.function_scoped_fixture]
 typed_items = st.lists(st.dictionaries(st.sampled_from(NAMES), values, max_size=4), max_size=12)

@@ -326,10 +326,11 @@ def _typed_column(kind: str, values: Sequence[Any], column: list[Any]) -> list[t
     appended to ``column`` as :func:`_convert` appends their plain values;
     returns the misfits, ``(index, plain value)``.
 
-    The common case of each kind is written out, one loop per kind: S in a
-    string column (and B as bytes), a canonical N in a decimal one, BOOL in a bool one, any
-    value in a JSON one (by the JSON-ready decoders, the same text). Any
-    other value takes the plain path, value by value."""
+    The common case of each kind is written out, one loop per kind: S (and
+    B, as bytes or base64 text) in a string column, a canonical N in a
+    decimal one, BOOL in a bool one, any value in a JSON one (by the
+    JSON-ready decoders, the same text). Any other value takes the plain
+    path, value by value."""
     misfits: list[tuple[int, Any]] = []
     append = column.append
 
@@ -349,8 +350,16 @@ def _typed_column(kind: str, values: Sequence[Any], column: list[Any]) -> list[t
             (tag,) = value
             if tag == "S":
                 append(value["S"])
-            elif tag == "B" and type(value["B"]) is bytes:
-                append(b2a_base64(value["B"], newline=False).decode("ascii"))
+            elif tag == "B":
+                # bytes from botocore's parse; the text as sent from the
+                # export's raw parse, already base64 (as _binary takes it).
+                raw = value["B"]
+                if type(raw) is str:
+                    append(raw)
+                elif type(raw) is bytes:
+                    append(b2a_base64(raw, newline=False).decode("ascii"))
+                else:
+                    other(i, value)
             else:
                 other(i, value)
     elif kind == "decimal":
