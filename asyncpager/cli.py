@@ -336,7 +336,7 @@ def make_records(
     ``json_lines``: the records are only ever written as JSON Lines, so
     DynamoDB numbers may stay as their text (``dynamodb_to_json_ready``).
     ``typed_dynamodb``: the sink converts DynamoDB items itself (a
-    :class:`~asyncpager.convert.TypedItems`), as the Parquet sink does.
+    :class:`~asyncpager.convert.TypedItems`), as the Parquet and CSV sinks do.
 
     The records are the page's own dicts (or the fresh ones the DynamoDB
     conversion made) whenever nothing is added to them: a page is consumed
@@ -658,7 +658,7 @@ async def _run_export(
 
         limits = share_limits(limits, rate_share)
     plain_dynamodb = args.command == "dynamodb" and not args.dynamodb_json
-    from asyncpager.sinks import JsonlSink, ParquetSink
+    from asyncpager.sinks import CsvSink, JsonlSink, ParquetSink
 
     json_lines = isinstance(sink, JsonlSink)
     records = make_records(
@@ -666,7 +666,7 @@ async def _run_export(
         plain_dynamodb=plain_dynamodb,
         label_keys=keys,
         json_lines=json_lines,
-        typed_dynamodb=isinstance(sink, ParquetSink),
+        typed_dynamodb=isinstance(sink, ParquetSink | CsvSink),
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)

@@ -54,7 +54,7 @@ import math
 import re
 import uuid
 from binascii import a2b_base64, b2a_base64
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from decimal import Decimal
 from typing import Any, overload
 
@@ -62,6 +62,7 @@ from asyncpager.errors import ConfigurationError
 
 __all__ = [
     "TypedItems",
+    "canonical_number",
     "decimal_text",
     "dynamodb_to_json_ready",
     "dynamodb_to_plain",
@@ -143,6 +144,11 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 # -- JSON-ready: numbers kept as their text --------------------------------------
 
 _CANONICAL_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
+
+#: Whether a DynamoDB number's text is already what :func:`decimal_text`
+#: writes of its ``Decimal`` (positional, no leading zero or plus sign), as
+#: DynamoDB sends numbers: a match, or ``None``.
+canonical_number: Callable[[str], re.Match[str] | None] = _CANONICAL_NUMBER
 
 
 def _json_number(raw: Any) -> Any:
@@ -326,10 +332,10 @@ def dynamodb_values_to_json(values: Sequence[Mapping[str, Any] | None]) -> list[
 
 class TypedItems(Sequence[Mapping[str, Any]]):
     """A page's DynamoDB items as sent (typed attribute values), for a sink
-    that converts them itself, value by value into its own columns
-    (:class:`~asyncpager.sinks.ParquetSink`): making every item a dict of
-    plain values first, for the sink to convert each value again, was half
-    of a Parquet export's CPU.
+    that converts them itself, value by value into its own columns or cells
+    (:class:`~asyncpager.sinks.ParquetSink`, :class:`~asyncpager.sinks.CsvSink`):
+    making every item a dict of plain values first, for the sink to convert
+    each value again, was half of a Parquet export's CPU.
 
     Read as a sequence, it holds the plain records
     (:func:`dynamodb_to_plain`), made on first use, so that anything else
@@ -360,6 +366,9 @@ class TypedItems(Sequence[Mapping[str, Any]]):
     def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, index: int | slice) -> Any:
         return self.records()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records())
 
 
 # -- text of numbers -----------------------------------------------------------

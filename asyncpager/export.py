@@ -236,16 +236,15 @@ def _prepare(
                 return batch.encoded(limit)
             batch = batch.records(limit)
         elif isinstance(batch, TypedItems):
-            # Converted by the sink itself (only a Parquet sink is given these).
+            # Converted by the sink itself, Parquet's or CSV's encoder (any
+            # other reads it as plain records).
             if limit is not None:
                 batch = batch.head(limit)
-            if encode is None:
-                return batch, len(batch)
-            batch = batch.records()
-        elif type(batch) is not list:
-            batch = list(batch)
-        if limit is not None:
-            batch = batch[:limit]
+        else:
+            if type(batch) is not list:
+                batch = list(batch)
+            if limit is not None:
+                batch = batch[:limit]
         count = len(batch)
         if encode is None or not count:
             return batch, count

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
+import io
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +33,7 @@ from asyncpager.convert import (
     dynamodb_value_to_plain,
     dynamodb_values_to_json,
     plain_to_json,
+    plain_to_json_line,
 )
 from asyncpager.errors import ConfigurationError
 from asyncpager.export import _prepare
@@ -43,7 +45,7 @@ from tests.test_convert import attribute_values, odd_numbers, scalar_values
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from asyncpager.sinks import ParquetSink  # noqa: E402
+from asyncpager.sinks import CsvSink, ParquetSink  # noqa: E402
 from asyncpager.sinks.parquet import _KINDS, _MISFIT, _convert, _plain_column  # noqa: E402
 
 # Few names, so that one name holds values of several types across items
@@ -236,10 +238,14 @@ def test_the_export_hands_typed_pages_on_and_cuts_them_at_the_limit() -> None:
     assert isinstance(batch, TypedItems)
     assert count == 3
     assert batch.typed == page["Items"][:3]
-    # A sink that encodes gets plain records.
-    data, count = _prepare(records, stream, page, None, plain_to_json)
+
+    # An encoder that knows nothing of them reads plain records.
+    def lines(batch: Sequence[Any]) -> bytes:
+        return b"".join(plain_to_json_line(record) for record in batch)
+
+    data, count = _prepare(records, stream, page, None, lines)
     assert count == 5
-    assert data == plain_to_json([{"pk": str(i)} for i in range(5)])
+    assert data == b"".join(plain_to_json_line({"pk": str(i)}) for i in range(5))
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +254,8 @@ def mixed_endpoint() -> Iterator[LocalEndpoint]:
         yield ep
 
 
-def botocore_table(url: str, path: Path) -> Any:
-    """The Parquet file the plain records of boto3's own scan make, by key."""
+def botocore_items(url: str) -> list[dict[str, Any]]:
+    """The plain records of boto3's own scan of the mixed table, by key."""
     client = boto3.client(
         "dynamodb",
         region_name="us-east-1",
@@ -263,7 +269,12 @@ def botocore_table(url: str, path: Path) -> Any:
         for item in page["Items"]
     ]
     items.sort(key=lambda r: r["pk"])
-    return write(path, [items])
+    return items
+
+
+def botocore_table(url: str, path: Path) -> Any:
+    """The Parquet file the plain records of boto3's own scan make."""
+    return write(path, [botocore_items(url)])
 
 
 def test_the_commands_parquet_export_is_botocores_items(
@@ -323,3 +334,64 @@ def test_a_cluster_export_to_parquet_is_botocores_items(
     assert sorted(written.to_pylist(), key=lambda r: r["pk"]) == expected.to_pylist()
     # Every item went to the sink as sent, not as plain records.
     assert sum(typed) == 600
+
+
+# -- CSV: cells from typed values -----------------------------------------------
+
+
+def csv_both(items: list[dict[str, Any]], size: int, **options: Any) -> tuple[Any, Any]:
+    """(typed, plain): the bytes two CSV sinks encode of ``items`` in
+    batches of ``size``, or the type of the error raised."""
+    out: list[Any] = []
+    for way in ("typed", "plain"):
+        sink = CsvSink(None, stream=io.BytesIO(), **options)
+        try:
+            out.append(
+                b"".join(
+                    sink.encode(
+                        TypedItems(b) if way == "typed" else [dynamodb_to_plain(i) for i in b]
+                    )
+                    for b in cut(items, size)
+                )
+            )
+        except (ConfigurationError, TypeError) as exc:
+            out.append(type(exc))
+    return out[0], out[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(typed_items, st.integers(1, 5), st.booleans())
+@example([{"a": {"S": "=1+1"}}, {"a": {"B": b"\xfb\xff"}}, {"a": {"N": "-5"}}], 1, False)
+@example([{"a": {"N": "1E+2"}}, {"b": {"NS": ["007", "1"]}}, {"pk": {"NULL": True}}], 2, True)
+def test_typed_items_make_the_csv_their_plain_records_make(
+    items: list[dict[str, Any]], size: int, raw_formulas: bool
+) -> None:
+    typed, plain = csv_both(items, size, raw_formulas=raw_formulas)
+    assert typed == plain
+    typed, plain = csv_both(items, size, columns=["a", "pk"])
+    assert typed == plain
+    typed, plain = csv_both(items, size, columns=["b"], extra_column=None)
+    assert typed == plain
+
+
+def test_a_malformed_item_is_refused_by_the_csv_encoder_in_one_line() -> None:
+    sink = CsvSink(None, stream=io.BytesIO())
+    with pytest.raises(ConfigurationError, match="not a DynamoDB item") as caught:
+        sink.encode(TypedItems([{"a": {"S": "fine"}}, {"a": {"S": "x", "N": "1"}}]))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_commands_csv_export_is_botocores_items(
+    mixed_endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    run(
+        "dynamodb", "mixed", "--endpoint-url", mixed_endpoint.url, "--region", "us-east-1",
+        "-o", str(out), "--segments", "3", "--page-size", "64", "--workers", "1",
+    )  # fmt: skip
+    items = botocore_items(mixed_endpoint.url)
+    reference = CsvSink(None, stream=io.BytesIO()).encode(items).split(b"\r\n")
+    written = out.read_bytes().split(b"\r\n")
+    assert written[0] == reference[0]  # the header
+    assert sorted(written[1:]) == sorted(reference[1:])
+    assert len(written) == 600 + 2  # the header, the rows, and after the last CRLF

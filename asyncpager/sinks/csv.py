@@ -36,13 +36,25 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import IO, Any, ClassVar
 
-from asyncpager.convert import decimal_text, float_text, plain_to_json, to_jsonable
+from asyncpager.convert import (
+    TypedItems,
+    canonical_number,
+    decimal_text,
+    dynamodb_to_plain,
+    dynamodb_value_to_json_ready,
+    dynamodb_value_to_plain,
+    float_text,
+    plain_to_json,
+    to_jsonable,
+)
 from asyncpager.errors import ConfigurationError
 from asyncpager.sinks._base import ByteSink
 
 __all__ = ["CsvSink"]
 
 _FORMULA_START = frozenset("=+-@\t\r")
+#: DynamoDB types whose plain values are written as JSON text.
+_JSON_TAGS = frozenset({"M", "L", "SS", "NS", "BS"})
 
 
 class CsvSink(ByteSink):
@@ -158,18 +170,75 @@ class CsvSink(ByteSink):
                 extra += "_"
         return columns, extra
 
+    def _typed_cells(self, values: Sequence[Any]) -> list[str]:
+        """A column of DynamoDB attribute values (``None`` where an item has
+        none) as the cells of their plain values (see
+        :class:`~asyncpager.convert.TypedItems`)."""
+        cells: list[str] = []
+        append, text, cell = cells.append, self._text, self._cell
+        for value in values:
+            if value is None:
+                append("")
+                continue
+            (tag,) = value
+            raw = value[tag]
+            if tag == "S" and type(raw) is str:
+                append(text(raw))
+            elif tag == "N" and type(raw) is str and canonical_number(raw) is not None:
+                append(raw)
+            elif tag == "NULL":
+                append("")
+            elif tag == "BOOL" and type(raw) is bool:
+                append("true" if raw else "false")
+            elif tag in _JSON_TAGS:
+                append(plain_to_json(dynamodb_value_to_json_ready(value)).decode("utf-8"))
+            else:
+                # A blob (base64 text, as a plain value is), or anything odd.
+                append(cell(dynamodb_value_to_plain(value)))
+        return cells
+
+    def _typed_rows(
+        self, items: Sequence[Mapping[str, Any]], columns: list[str], extra: str | None
+    ) -> list[Sequence[str]]:
+        colset = frozenset(columns)
+        cells = [self._typed_cells([item.get(c) for item in items]) for c in columns]
+        if extra is not None:
+            cells.append(
+                [
+                    ""
+                    if item.keys() <= colset
+                    else plain_to_json(
+                        {k: dynamodb_value_to_plain(v) for k, v in item.items() if k not in colset}
+                    ).decode("utf-8")
+                    for item in items
+                ]
+            )
+        return list(zip(*cells, strict=True)) if cells else [()] * len(items)
+
     def encode(self, records: Sequence[Mapping[str, Any]]) -> bytes:
+        """``records`` as CSV rows (and the header, before the first). A
+        :class:`~asyncpager.convert.TypedItems` is written cell by cell from
+        its typed values, as its plain records would be."""
+        typed = records.typed if isinstance(records, TypedItems) else None
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         if self._columns is None:
-            columns, extra = self._header(records)
+            columns, extra = self._header(typed if typed is not None else records)
             names = columns + ([extra] if extra is not None else [])
             writer.writerow([self._text(name) for name in names])
         else:
             columns, extra = self._columns, self._extra
         colset = self._colset if self._columns is not None else frozenset(columns)
+        if typed is not None:
+            try:
+                writer.writerows(self._typed_rows(typed, columns, extra))
+            except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError):
+                # Not attribute values: the item, in the converter's words.
+                for item in typed:
+                    dynamodb_to_plain(item)
+                raise
         cell = self._cell
-        for record in records:
+        for record in records if typed is None else ():
             row = [cell(record[c]) if c in record else "" for c in columns]
             if extra is not None:
                 if record.keys() <= colset:

@@ -61,7 +61,6 @@ import contextlib
 import datetime as _dt
 import importlib
 import os
-import re
 import shutil
 from binascii import b2a_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +69,7 @@ from typing import Any, ClassVar
 
 from asyncpager.convert import (
     TypedItems,
+    canonical_number,
     decimal_text,
     dynamodb_to_plain,
     dynamodb_value_to_plain,
@@ -305,10 +305,6 @@ _TAG_KINDS = {
     "BS": "json",
 }
 
-#: A number whose text is what decimal_text writes of its Decimal
-#: (positional, no leading zero or plus): DynamoDB sends numbers so.
-_CANONICAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
-
 
 def _typed_kind(values: Sequence[Any]) -> str:
     """The kind of the column whose first non-null value is among ``values``."""
@@ -363,7 +359,7 @@ def _typed_column(kind: str, values: Sequence[Any], column: list[Any]) -> list[t
             else:
                 other(i, value)
     elif kind == "decimal":
-        canonical = _CANONICAL
+        canonical = canonical_number
         for i, value in enumerate(values):
             if value is None:
                 append(None)
