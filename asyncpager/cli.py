@@ -330,6 +330,7 @@ def make_records(
     label_keys: Sequence[str],
     json_lines: bool = False,
     typed_dynamodb: bool = False,
+    object_columns: bool = False,
 ) -> Callable[[Stream, dict[str, Any]], Sequence[Mapping[str, Any]]]:
     """How a page becomes records: its result-key items (or ``--query``
     results), DynamoDB items as plain values, and where each came from.
@@ -337,13 +338,23 @@ def make_records(
     DynamoDB numbers may stay as their text (``dynamodb_to_json_ready``).
     ``typed_dynamodb``: the sink converts DynamoDB items itself (a
     :class:`~asyncpager.convert.TypedItems`), as the Parquet and CSV sinks do.
+    ``object_columns``: S3 pages come parsed in raw ``"lines"`` mode for a
+    Parquet sink, which reads their objects' lines itself
+    (:class:`~asyncpager.item_lines.ObjectColumns`); any other record gets
+    its ``LastModified`` back as a datetime.
 
     The records are the page's own dicts (or the fresh ones the DynamoDB
     conversion made) whenever nothing is added to them: a page is consumed
     once and the sinks only read them, so a copy of every item would only
     cost time (and work for the cyclic collector)."""
     from asyncpager.convert import TypedItems
-    from asyncpager.item_lines import EncodedLines, LabelledLines
+    from asyncpager.item_lines import (
+        EncodedLines,
+        LabelledLines,
+        ObjectColumns,
+        ObjectLines,
+        with_datetimes,
+    )
 
     only_dicts = {dict}
     convert: Callable[[Any], Any] | None = None
@@ -367,12 +378,27 @@ def make_records(
             prefixes = page.get("CommonPrefixes") if stream.kind == "s3-range" else None
             converted = False
             if isinstance(found, EncodedLines):
-                # Written as JSON Lines straight from the text that came,
-                # labels (the same for the whole stream) included.
-                if not prefixes:
+                if object_columns:
+                    if not prefixes and not labels and isinstance(found, ObjectLines):
+                        return ObjectColumns(found)
+                elif not prefixes:
+                    # Written as JSON Lines straight from the text that came,
+                    # labels (the same for the whole stream) included.
                     return LabelledLines(found, labels) if labels else found
                 found = found.records()
                 fresh = converted = True
+            if (
+                object_columns
+                and stream.service == "s3"
+                and found
+                and isinstance(found[0], dict)
+                and type(found[0].get("LastModified")) is str
+            ):
+                # Parsed in raw mode: timestamps are text.
+                if not fresh:
+                    found = [dict(item) for item in found]
+                found = with_datetimes(found)
+                fresh = True
             if prefixes:
                 found = [*found, *[{"Prefix": p["Prefix"]} for p in prefixes]]
             elif convert is not None and stream.service == "dynamodb" and not converted:
@@ -661,12 +687,14 @@ async def _run_export(
     from asyncpager.sinks import CsvSink, JsonlSink, ParquetSink
 
     json_lines = isinstance(sink, JsonlSink)
+    parquet = isinstance(sink, ParquetSink) and query is None
     records = make_records(
         query=query,
         plain_dynamodb=plain_dynamodb,
         label_keys=keys,
         json_lines=json_lines,
         typed_dynamodb=isinstance(sink, ParquetSink | CsvSink),
+        object_columns=parquet,
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)
@@ -687,7 +715,7 @@ async def _run_export(
         fast_parse=False if args.no_fast_parse else None,
         lean_http=False if args.no_lean_http else None,
         direct=False if args.no_direct else None,
-        raw_services=raw_services(args.command, plain_dynamodb, query, json_lines),
+        raw_services=raw_services(args.command, plain_dynamodb, query, json_lines, parquet),
     )
     with progress:
         async with fetcher:
@@ -769,7 +797,7 @@ def failure_lines(failures: Sequence[Mapping[str, str]]) -> list[str]:
 
 
 def raw_services(
-    command: str, plain_dynamodb: bool, query: Any, json_lines: bool
+    command: str, plain_dynamodb: bool, query: Any, json_lines: bool, parquet: bool = False
 ) -> dict[str, RawMode]:
     """Which pages the export can take raw, and how: only where what is
     written is the same (``--query`` reads the pages as botocore makes them).
@@ -784,14 +812,16 @@ def raw_services(
     wrappers taken off (:mod:`asyncpager.item_lines`): decoding, converting
     and encoding every item again was three quarters of that export's CPU.
     S3 listings written as JSON Lines are made into those lines from the
-    XML that came, objects of the usual shape at least."""
+    XML that came, objects of the usual shape at least; so are those written
+    to Parquet, which reads the lines into its columns (see
+    :class:`~asyncpager.item_lines.ObjectColumns`)."""
     if query is not None:
         return {}
     if command == "dynamodb" and plain_dynamodb and json_lines:
         return {"dynamodb": "lines"}
     if command == "dynamodb" and (plain_dynamodb or json_lines):
         return {"dynamodb": True}
-    if command == "s3" and json_lines:
+    if command == "s3" and (json_lines or parquet):
         return {"s3": "lines"}
     return {}
 

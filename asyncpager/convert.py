@@ -61,6 +61,7 @@ from typing import Any, overload
 from asyncpager.errors import ConfigurationError
 
 __all__ = [
+    "RecordsView",
     "TypedItems",
     "canonical_number",
     "decimal_text",
@@ -330,7 +331,33 @@ def dynamodb_values_to_json(values: Sequence[Mapping[str, Any] | None]) -> list[
     return out
 
 
-class TypedItems(Sequence[Mapping[str, Any]]):
+class RecordsView(Sequence[Mapping[str, Any]]):
+    """A page's records kept in another form for a sink that reads that
+    form itself; read as a sequence, the records (:meth:`records`, made on
+    first use) that anything else is given."""
+
+    __slots__ = ()
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records, as the export makes them of the page."""
+        raise NotImplementedError
+
+    def head(self, limit: int) -> RecordsView:
+        """The first ``limit`` records, in the same form."""
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records())
+
+
+class TypedItems(RecordsView):
     """A page's DynamoDB items as sent (typed attribute values), for a sink
     that converts them itself, value by value into its own columns or cells
     (:class:`~asyncpager.sinks.ParquetSink`, :class:`~asyncpager.sinks.CsvSink`):
@@ -359,16 +386,6 @@ class TypedItems(Sequence[Mapping[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.typed)
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        return self.records()[index]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.records())
 
 
 # -- text of numbers -----------------------------------------------------------

@@ -26,7 +26,7 @@ import anyio.to_thread
 
 from asyncpager.checkpoint import Checkpoint, CheckpointState
 from asyncpager.checkpoint import fingerprint as _fingerprint
-from asyncpager.convert import TypedItems
+from asyncpager.convert import RecordsView
 from asyncpager.engine import Fetcher, RunReport
 from asyncpager.errors import ConfigurationError
 from asyncpager.item_lines import EncodedLines
@@ -235,9 +235,9 @@ def _prepare(
             if encode is not None:
                 return batch.encoded(limit)
             batch = batch.records(limit)
-        elif isinstance(batch, TypedItems):
-            # Converted by the sink itself, Parquet's or CSV's encoder (any
-            # other reads it as plain records).
+        elif isinstance(batch, RecordsView):
+            # Read by the sink itself (TypedItems, ObjectColumns), or by an
+            # encoder that reads it as its records.
             if limit is not None:
                 batch = batch.head(limit)
         else:

@@ -46,6 +46,7 @@ gets what the ordinary parse gives, made on first use.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import re
 import sys
@@ -56,6 +57,7 @@ from typing import Any, overload
 from urllib.parse import unquote_plus
 
 from asyncpager.convert import (
+    RecordsView,
     _json_number_set,
     dynamodb_to_json_ready,
     plain_to_json,
@@ -67,7 +69,9 @@ __all__ = [
     "EncodedLines",
     "ItemLines",
     "LabelledLines",
+    "ObjectColumns",
     "ObjectLines",
+    "with_datetimes",
     "object_lines",
     "plain_lines",
     "split_page",
@@ -601,3 +605,48 @@ class ObjectLines(EncodedLines):
             return self.lines, self._count
         lines = self.lines.split(b"\n", limit)[:limit]
         return b"\n".join(lines) + b"\n" if lines else b"", len(lines)
+
+
+def with_datetimes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects of a page parsed in raw mode (``LastModified`` as the ISO 8601
+    text of botocore's datetime) with ``LastModified`` a datetime again, as
+    botocore's own parse has it: for a sink that types its columns. The
+    records are changed in place."""
+    fromiso = _dt.datetime.fromisoformat
+    for record in records:
+        when = record.get("LastModified")
+        if type(when) is str:
+            record["LastModified"] = fromiso(when)
+    return records
+
+
+class ObjectColumns(RecordsView):
+    """A ListObjectsV2 page's objects as :class:`ObjectLines`, for a sink
+    that reads JSON Lines into columns itself
+    (:class:`~asyncpager.sinks.ParquetSink`: in C, by pyarrow). Making each
+    object a dict (its timestamp a datetime), and converting every value
+    again into its column, cost as much as the listing.
+
+    Read as a sequence, it holds the records botocore's parse gives
+    (:func:`with_datetimes`), made on first use."""
+
+    __slots__ = ("_records", "lines")
+
+    def __init__(self, lines: ObjectLines) -> None:
+        self.lines = lines
+        self._records: list[dict[str, Any]] | None = None
+
+    def head(self, limit: int) -> ObjectColumns:
+        """The first ``limit`` objects, still lines."""
+        if limit >= len(self.lines):
+            return self
+        return ObjectColumns(ObjectLines(*self.lines.encoded(limit)))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The objects as the records botocore's parse gives."""
+        if self._records is None:
+            self._records = with_datetimes([dict(r) for r in self.lines.records()])
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.lines)

@@ -51,6 +51,16 @@ def page(*elements: str, head: str = _HEAD) -> bytes:
     return (head + "".join(elements) + _TAIL).encode()
 
 
+def generated_page(objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random) -> bytes:
+    """A page of ``(key, milliseconds)`` objects, its keys URL-encoded or
+    written as XML text with references drawn by ``rng``."""
+    elements = []
+    for key, millis in objects:
+        text = quote_plus(key, safe="/") if url_encoded else _xml_text(key, rng)
+        elements.append(element(text, f"2023-11-30T23:59:59.{millis}Z"))
+    return page(*elements, head=URL_HEAD if url_encoded else _HEAD)
+
+
 def reference(body: bytes, decode: bool = True) -> list[bytes]:
     """The lines written before: botocore's page, its keys URL-decoded as
     botocore's after-call handler does (when it set the encoding itself)."""
@@ -60,16 +70,22 @@ def reference(body: bytes, decode: bool = True) -> list[bytes]:
     return [plain_to_json_line(item) for item in theirs.get("Contents", [])]
 
 
-def lines_of(body: bytes, decode: bool = True) -> tuple[bytes, int] | None:
-    """The text path's lines, with botocore's decision on decoding keys
-    (``decode``: it set the page's encoding itself)."""
+def finished_lines(body: bytes, decode: bool = True) -> ObjectLines | None:
+    """The text path's lines of a page, with botocore's decision on decoding
+    keys (``decode``: it set the page's encoding itself)."""
     assert _SPEC is not None
     encoded = b"<EncodingType>url</EncodingType>" in body
     made = split_lines(body, _SPEC, _xml_root, partial(object_lines, url_encoded=encoded))
     if made is None:
         return None
     made[1].finish(decode)
-    return made[1].encoded()
+    return made[1]
+
+
+def lines_of(body: bytes, decode: bool = True) -> tuple[bytes, int] | None:
+    """The text path's lines and their count (see :func:`finished_lines`)."""
+    made = finished_lines(body, decode)
+    return None if made is None else made.encoded()
 
 
 TAKEN = {
@@ -171,16 +187,12 @@ def test_pages_the_text_path_declines(name: str) -> None:
 def test_generated_pages_write_what_botocores_page_writes(
     objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random
 ) -> None:
-    elements = []
-    for key, millis in objects:
-        text = quote_plus(key, safe="/") if url_encoded else _xml_text(key, rng)
-        elements.append(element(text, f"2023-11-30T23:59:59.{millis}Z"))
-    body = page(*elements, head=URL_HEAD if url_encoded else _HEAD)
+    body = generated_page(objects, url_encoded, rng)
     made = lines_of(body)
     expected = reference(body)
     if made is not None:
         assert made == (b"".join(expected), len(expected))
-    if all("&#" not in e for e in elements):
+    if b"&#" not in body:
         assert made is not None
 
 

@@ -16,6 +16,8 @@ import base64
 import datetime as dt
 import enum
 import io
+import random
+import tempfile
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 
 import anyio
 import boto3
+import botocore.handlers
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -37,10 +40,14 @@ from asyncpager.convert import (
 )
 from asyncpager.errors import ConfigurationError
 from asyncpager.export import _prepare
+from asyncpager.item_lines import ObjectColumns
 from asyncpager.streams import Stream
-from asyncpager.testing import LocalEndpoint, Table
+from asyncpager.testing import Bucket, LocalEndpoint, Table
 from tests.test_cli import run
 from tests.test_convert import attribute_values, odd_numbers, scalar_values
+from tests.test_object_lines import TAKEN, finished_lines, generated_page
+from tests.test_parsers import both_ways, response_dict
+from tests.test_xml_run import _HEADERS, _KEY_CHARS
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -395,3 +402,136 @@ def test_the_commands_csv_export_is_botocores_items(
     assert written[0] == reference[0]  # the header
     assert sorted(written[1:]) == sorted(reference[1:])
     assert len(written) == 600 + 2  # the header, the rows, and after the last CRLF
+
+
+# -- S3: objects read from their lines -----------------------------------------
+
+
+def botocore_objects(body: bytes, decode: bool = True) -> list[dict[str, Any]]:
+    """The objects of botocore's parse of a ListObjectsV2 body, keys
+    URL-decoded as its handler does."""
+    _, theirs = both_ways("s3", "ListObjectsV2", response_dict("ListObjectsV2", body, _HEADERS))
+    assert not isinstance(theirs, Exception), theirs
+    botocore.handlers.decode_list_object_v2(theirs, {"encoding_type_auto_set": decode})
+    return list(theirs.get("Contents", []))
+
+
+def object_columns(body: bytes, decode: bool = True) -> ObjectColumns | None:
+    made = finished_lines(body, decode)
+    return None if made is None else ObjectColumns(made)
+
+
+@pytest.mark.parametrize("name", list(TAKEN))
+def test_objects_read_from_their_lines_write_what_botocores_objects_write(
+    tmp_path: Path, name: str
+) -> None:
+    body = TAKEN[name]
+    columns = object_columns(body)
+    assert columns is not None
+    expected = botocore_objects(body)
+    assert columns.records() == expected
+    # Alone, after botocore's objects and before them, in row groups of two.
+    for batches in ([columns], [expected, columns], [columns, expected, columns]):
+        plain = [expected if b is columns else b for b in batches]
+        got = write(tmp_path / "lines.parquet", batches, row_group_size=2)
+        want = write(tmp_path / "plain.parquet", plain, row_group_size=2)
+        same(got, want)
+
+
+@given(
+    st.lists(
+        st.tuples(_KEY_CHARS, st.sampled_from(["000", "007", "123", "999"])),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+    st.integers(1, 5),
+)
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=FIXTURE)
+def test_generated_pages_read_from_lines_write_what_botocores_objects_write(
+    tmp_path: Path,
+    objects: list[tuple[str, str]],
+    url_encoded: bool,
+    rng: random.Random,
+    limit: int,
+) -> None:
+    body = generated_page(objects, url_encoded, rng)
+    columns = object_columns(body)
+    if columns is None:
+        return  # a character reference: the plain path writes botocore's objects
+    expected = botocore_objects(body)
+    got = write(tmp_path / "lines.parquet", [columns, columns.head(limit)])
+    want = write(tmp_path / "plain.parquet", [expected, expected[:limit]])
+    same(got, want)
+
+
+def test_fixed_columns_and_an_extra_column_named_as_a_member_take_the_records() -> None:
+    body = TAKEN["plain"]
+    columns = object_columns(body)
+    assert columns is not None
+    expected = botocore_objects(body)
+    with tempfile.TemporaryDirectory() as folder:
+        for options in ({"columns": ["Key", "Size"]}, {"extra_column": "Size"}):
+            got = write(Path(folder) / "a.parquet", [columns], **options)
+            want = write(Path(folder) / "b.parquet", [expected], **options)
+            same(got, want)
+
+
+def test_the_commands_parquet_export_of_s3_is_boto3s_listing(tmp_path: Path) -> None:
+    buckets = [Bucket("uni", 3_000, "unicode"), Bucket("deep", 2_500, "deep")]
+    with LocalEndpoint(buckets=buckets) as ep:
+        client = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=ep.url,
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+        )
+        for bucket in ("uni", "deep"):
+            out = tmp_path / f"{bucket}.parquet"
+            run(
+                "s3", f"s3://{bucket}", "--endpoint-url", ep.url, "--region", "us-east-1",
+                "-o", str(out), "--shards", "4", "--workers", "1",
+            )  # fmt: skip
+            listing = [
+                obj
+                for p in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for obj in p.get("Contents", [])
+            ]
+            want = write(tmp_path / f"{bucket}-want.parquet", [listing])
+            got = pq.read_table(out)
+            assert got.schema.equals(want.schema, check_metadata=True)
+            assert sorted(got.to_pylist(), key=lambda r: r["Key"]) == want.to_pylist()
+        # Several buckets: the objects carry their bucket's name.
+        both = tmp_path / "both.parquet"
+        run(
+            "s3", "s3://uni", "s3://deep", "--endpoint-url", ep.url, "--region", "us-east-1",
+            "-o", str(both), "--workers", "1",
+        )  # fmt: skip
+        rows = pq.read_table(both).to_pylist()
+        assert len(rows) == 5_500
+        assert {r["_bucket"] for r in rows} == {"uni", "deep"}
+        assert all(r["LastModified"].tzinfo is not None for r in rows)
+
+
+def test_pages_of_the_usual_shape_are_read_by_pyarrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    take = ParquetSink._take
+
+    def counted(self: ParquetSink, rows: Sequence[Any]) -> None:
+        taken.append(len(rows))
+        take(self, rows)
+
+    monkeypatch.setattr(ParquetSink, "_take", counted)
+    columns = object_columns(TAKEN["URL-encoded keys to decode"])
+    assert columns is not None
+    write(tmp_path / "a.parquet", [columns])
+    assert taken == []
+    # An object with a checksum algorithm (a list) is read as its record.
+    columns = object_columns(TAKEN["one checksum and its type"])
+    assert columns is not None
+    write(tmp_path / "b.parquet", [columns])
+    assert taken == [2]

@@ -60,6 +60,8 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import importlib
+import io
+import json
 import os
 import shutil
 from binascii import b2a_base64
@@ -78,6 +80,7 @@ from asyncpager.convert import (
     to_jsonable,
 )
 from asyncpager.errors import ConfigurationError
+from asyncpager.item_lines import ObjectColumns
 from asyncpager.sinks._base import (
     FILE_MODE,
     STATE_VERSION,
@@ -289,6 +292,18 @@ def _convert_one(
     append(out)
 
 
+#: The kinds the members of an S3 object's usual shape take, as
+#: ObjectLines writes them (see asyncpager.item_lines.object_lines).
+_OBJECT_KINDS = {
+    "Key": "string",
+    "LastModified": "timestamp_utc",
+    "ETag": "string",
+    "ChecksumType": "string",
+    "Size": "int64",
+    "StorageClass": "string",
+}
+
+
 # -- DynamoDB items as sent ------------------------------------------------------
 
 #: The kind a column takes from a typed value: that of its plain value (see
@@ -461,7 +476,8 @@ class ParquetSink:
         self._written: list[tuple[str, str]] = []  # (tmp, final) closed since the last commit
         self._next = 1
         # The rows of the row group being made, converted as they came:
-        # column by column, and what of each row goes to the extra column.
+        # column by column, each a list of chunks (lists of values, or arrays
+        # pyarrow read), and what of each row goes to the extra column.
         self._columns: dict[str, list[Any]] = {}
         self._extras: list[dict[str, Any] | None] = []
         self._buffered = 0
@@ -507,6 +523,8 @@ class ParquetSink:
         with self._breaks():
             if isinstance(records, TypedItems):
                 self._take_typed(records.typed)
+            elif isinstance(records, ObjectColumns):
+                self._take_lines(records)
             else:
                 self._take(records)
             self._pending += len(records)
@@ -702,12 +720,21 @@ class ParquetSink:
                 if key not in kinds and type(key) is str and key != reserved:
                     kinds[key] = "null"
 
-    def _column(self, name: str) -> list[Any]:
-        column = self._columns.get(name)
-        if column is None:
+    def _chunks(self, name: str) -> list[Any]:
+        chunks = self._columns.get(name)
+        if chunks is None:
             # First seen now (or known from a checkpoint): null so far.
-            column = self._columns[name] = [None] * self._buffered
-        return column
+            chunks = self._columns[name] = [[None] * self._buffered]
+        return chunks
+
+    def _column(self, name: str) -> list[Any]:
+        """The list the column's next values are appended to."""
+        chunks = self._chunks(name)
+        last = chunks[-1]
+        if type(last) is not list:
+            last = []
+            chunks.append(last)
+        return last
 
     def _misfit(self, extras: list[dict[str, Any] | None], i: int, name: str, value: Any) -> None:
         if self._extra_wanted is None:
@@ -772,6 +799,64 @@ class ParquetSink:
         self._extras.extend(extras)
         self._buffered += len(items)
 
+    def _take_lines(self, objects: ObjectColumns) -> None:
+        """S3 objects as JSON Lines into the row group, read by pyarrow into
+        the columns their records would make (the members of the usual
+        shape, in the kinds they take); any other page, or one pyarrow
+        refuses, as its records."""
+        lines = objects.lines.lines
+        count = len(objects)
+        table = None if self._fixed else self._read_lines(lines, count)
+        if table is None:
+            self._take(objects.records())
+            return
+        kinds = self._kinds
+        for name in table.column_names:
+            kinds[name] = _OBJECT_KINDS[name]
+        for name in kinds:
+            if name in table.column_names:
+                self._chunks(name).append(table.column(name).combine_chunks())
+            else:
+                self._column(name).extend([None] * count)
+        self._extras.extend([None] * count)
+        self._buffered += count
+
+    def _read_lines(self, lines: bytes, count: int) -> Any:
+        """The table pyarrow reads of ``lines``, or ``None`` where it would
+        not be what the records make."""
+        end = lines.find(b"\n")
+        if end < 0:
+            return None
+        names = list(json.loads(lines[:end]))
+        for name in names:
+            kind = _OBJECT_KINDS.get(name)
+            if (
+                kind is None
+                or name == self._extra
+                or self._kinds.get(name, kind)
+                not in (
+                    kind,
+                    "null",
+                )
+            ):
+                return None
+        pa = self._pa
+        pa_json = importlib.import_module("pyarrow.json")
+        schema = pa.schema([(n, self._arrow_type(_OBJECT_KINDS[n])) for n in names])
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(lines),
+                # One block: a line must not straddle two.
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(lines) + 1),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="error"
+                ),
+            )
+        except pa.ArrowException:
+            # A member in some object only, a size beyond 64 bits.
+            return None
+        return table if table.num_rows == count else None
+
     def _outside(
         self,
         rows: Sequence[Mapping[str, Any]],
@@ -801,11 +886,17 @@ class ParquetSink:
         pa = self._pa
         arrays = []
         for name, kind in self._kinds.items():
-            values = columns.get(name)
-            if kind == "null" or values is None:
-                arrays.append(pa.nulls(rows, self._arrow_type(kind)))
-            else:
-                arrays.append(pa.array(values, type=self._arrow_type(kind)))
+            chunks = columns.get(name)
+            arrow_type = self._arrow_type(kind)
+            if kind == "null" or chunks is None:
+                arrays.append(pa.nulls(rows, arrow_type))
+                continue
+            pieces = [
+                pa.array(chunk, type=arrow_type) if type(chunk) is list else chunk
+                for chunk in chunks
+                if len(chunk)
+            ]
+            arrays.append(pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces))
         if self._extra is not None:
             arrays.append(
                 pa.array(
