@@ -687,6 +687,7 @@ async def _run_export(
     from asyncpager.sinks import CsvSink, JsonlSink, ParquetSink
 
     json_lines = isinstance(sink, JsonlSink)
+    # S3 listings to Parquet are parsed in raw "lines" mode (raw_services).
     parquet = isinstance(sink, ParquetSink) and query is None
     records = make_records(
         query=query,
@@ -694,7 +695,7 @@ async def _run_export(
         label_keys=keys,
         json_lines=json_lines,
         typed_dynamodb=isinstance(sink, ParquetSink | CsvSink),
-        object_columns=parquet,
+        object_columns=parquet and args.command == "s3",
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)
