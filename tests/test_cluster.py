@@ -247,3 +247,30 @@ async def test_dask_rate_budget_holds_across_workers(tmp_path: Path, budget: str
         assert stats.throttled_count("s3") > 0
     else:
         assert stats.throttled_count("s3") == 0
+
+
+def test_tasks_take_pages_raw_where_the_command_would() -> None:
+    from asyncpager.cluster import PageRecords
+    from asyncpager.cluster._driver import raw_services_for
+    from asyncpager.plan.dynamodb import scan_streams
+    from asyncpager.streams import Stream
+
+    ranges = plan_s3(["s3://keys"], shards=3, endpoint_url="http://127.0.0.1:9", region=REGION)
+    scans = scan_streams("t", segments=2, region=REGION)
+    versions = Stream("s3", "ListObjectVersions", {"Bucket": "keys"}, region=REGION)
+    tables = Stream("dynamodb", "ListTables", region=REGION)
+    plain = PageRecords()
+    assert raw_services_for(ranges, plain, "jsonl") == {"s3": "lines"}
+    assert raw_services_for(ranges, plain, "parquet") == {"s3": "lines"}
+    assert raw_services_for([*ranges, *scans], plain, "jsonl") == {
+        "s3": "lines",
+        "dynamodb": "lines",
+    }
+    assert raw_services_for(scans, plain, "parquet") == {"dynamodb": True}
+    # A raw mode holds for every call of its service: not where another
+    # operation's answers would be written differently.
+    assert raw_services_for([*ranges, versions], plain, "parquet") == {}
+    assert raw_services_for([*scans, tables], plain, "jsonl") == {}
+    # Query results read the pages as botocore makes them.
+    assert raw_services_for(ranges, PageRecords("Contents[].Key"), "jsonl") == {}
+    assert raw_services_for(scans, PageRecords(plain_dynamodb=False), "parquet") == {}

@@ -72,6 +72,7 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)
     plain_dynamodb = args.command == "dynamodb" and not args.dynamodb_json
+    fmt = _layout(args.output, args.format)[2]
     records = PageRecords(args.query, plain_dynamodb=plain_dynamodb, label_keys=label_keys(args))
     with progress:
         async with backend:
@@ -99,7 +100,8 @@ async def run_cluster(args: argparse.Namespace, interrupted: anyio.Event) -> int
                             args.command,
                             plain_dynamodb,
                             args.query,
-                            _layout(args.output, args.format)[2] == "jsonl",
+                            json_lines=fmt == "jsonl",
+                            parquet=fmt == "parquet",
                         ),
                     },
                     on_stats=lambda bodies: progress.update_many(describe_many(bodies)),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,9 @@ from asyncpager.pacing import RateLimit, share_limits
 from asyncpager.sinks.join import JOINABLE_FORMATS
 from asyncpager.streams import Stream
 
+if TYPE_CHECKING:
+    from asyncpager.parsers import RawMode
+
 __all__ = ["ClusterResult", "PageRecords", "export_on_cluster"]
 
 
@@ -55,15 +58,18 @@ class PageRecords:
         label_keys: Sequence[str] = (),
         json_lines: bool = False,
         typed_dynamodb: bool = False,
+        object_columns: bool = False,
     ) -> None:
         self.query = query
         self.plain_dynamodb = plain_dynamodb
         self.label_keys = list(label_keys)
         #: Records only written as JSON Lines, or only to Parquet, which
-        #: converts DynamoDB items itself (see ``make_records``); set by
-        #: ``export_on_cluster`` from the output's format.
+        #: converts DynamoDB items and reads S3 objects' lines itself (see
+        #: ``make_records``); set by ``export_on_cluster`` from the output's
+        #: format.
         self.json_lines = json_lines
         self.typed_dynamodb = typed_dynamodb
+        self.object_columns = object_columns
         self._built: Records | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -83,8 +89,41 @@ class PageRecords:
                 label_keys=self.label_keys,
                 json_lines=self.json_lines,
                 typed_dynamodb=self.typed_dynamodb,
+                object_columns=self.object_columns,
             )
         return self._built(stream, page)
+
+
+def raw_services_for(
+    streams: Sequence[Stream], records: PageRecords, fmt: str
+) -> dict[str, RawMode]:
+    """The pages the tasks may take raw, as the command takes them (see
+    :func:`asyncpager.cli.raw_services`): S3 when every S3 stream is a key
+    range, DynamoDB when every DynamoDB stream is a scan or a query (a raw
+    mode holds for every call of its service, and other operations'
+    answers would not be written the same)."""
+    from asyncpager.cli import raw_services
+
+    out: dict[str, RawMode] = {}
+    for service in ("s3", "dynamodb"):
+        mine = [s for s in streams if s.service == service]
+        if not mine:
+            continue
+        if service == "s3":
+            raw_paged = all(s.kind == "s3-range" for s in mine)
+        else:
+            raw_paged = all(s.operation in ("Scan", "Query") for s in mine)
+        if raw_paged:
+            out.update(
+                raw_services(
+                    service,
+                    records.plain_dynamodb,
+                    records.query,
+                    json_lines=fmt == "jsonl",
+                    parquet=fmt == "parquet",
+                )
+            )
+    return out
 
 
 @dataclass
@@ -279,6 +318,12 @@ async def export_on_cluster(
             base_records = copy.copy(base_records)
             base_records.json_lines = fmt == "jsonl"
             base_records.typed_dynamodb = fmt == "parquet"
+            base_records.object_columns = fmt == "parquet" and base_records.query is None
+        options = dict(fetcher_options or {})
+        if "raw_services" not in options and isinstance(base_records, PageRecords):
+            raw = raw_services_for([s for g in groups for s in g], base_records, fmt)
+            if raw:
+                options["raw_services"] = raw
         specs = [
             GroupSpec(
                 index=i,
@@ -288,7 +333,7 @@ async def export_on_cluster(
                 suffix=_suffix(fmt, compression),
                 records=base_records,
                 sink_options={**(sink_options or {}), "compression": compression},
-                fetcher_options=dict(fetcher_options or {}),
+                fetcher_options=options,
                 rate_limits=share,
                 pacer=pacer,
                 report=reporter,
