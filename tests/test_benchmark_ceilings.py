@@ -47,3 +47,22 @@ def test_the_lower_reading_of_each_parser_is_kept() -> None:
     unread = ParseCost(items_per_page=4310, body_bytes=10, botocore_ms=280.0, fast_note="n/a")
     assert lower_cost(unread, second).fast_ms == 57.0
     assert lower_cost(unread, second).fast_note == "n/a"
+
+
+def test_the_figures_endpoint_keeps_what_its_data_sets_render() -> None:
+    import argparse
+
+    from benchmarks.export_figures import _cache_bytes
+
+    def cache(keys: int, items: int, asked: int | None = None) -> int:
+        args = argparse.Namespace(keys=keys, items=items, endpoint_cache_mb=asked)
+        return _cache_bytes(args)
+
+    # A million mixed DynamoDB items render about 560 MB: all of it is kept.
+    assert cache(0, 1_000_000) >= 560 << 20
+    assert cache(1_000_000, 1_000_000) > cache(0, 1_000_000)
+    # Never below the endpoint's own default, never above 8 GiB.
+    assert cache(10, 10) == 64 << 20
+    assert cache(10**9, 10**9) == 8 << 30
+    # Asked for, as asked.
+    assert cache(10**6, 10**6, asked=128) == 128 << 20
