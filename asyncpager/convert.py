@@ -302,10 +302,8 @@ def dynamodb_values_to_json(values: Sequence[Mapping[str, Any] | None]) -> list[
     values (``plain_to_json``), ``None`` for ``None`` and ``NULL``: a
     column of them, in one loop with the commonest types inline."""
     if _Fragment is None:
-        return [
-            None if v is None else plain_to_json(dynamodb_value_to_plain(v)).decode("utf-8")
-            for v in values
-        ]
+        plains = [None if v is None else dynamodb_value_to_plain(v) for v in values]
+        return [None if p is None else plain_to_json(p).decode("utf-8") for p in plains]
     out: list[str | None] = []
     append, dumps, decoders = out.append, plain_to_json, _JSON_DECODERS
     plain: Any

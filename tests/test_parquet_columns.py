@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from asyncpager import convert
 from asyncpager.convert import (
     TypedItems,
     dynamodb_to_plain,
@@ -141,16 +142,25 @@ def test_fixed_columns_and_no_extra_column_agree_too(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(st.none(), values), max_size=8))
-@example([{"N": "1E+2"}, {"NS": ["007", "1"]}, {"B": b"\x01"}, {"BS": [b"b", b"a"]}, None])
-def test_a_column_of_json_is_the_plain_values_json(column: list[Any]) -> None:
+@given(st.lists(st.one_of(st.none(), values), max_size=8), st.booleans())
+@example([{"N": "1E+2"}, {"NS": ["007", "1"]}, {"B": b"\x01"}, {"BS": [b"b", b"a"]}, None], True)
+@example([{"NULL": True}, None, {"S": "x"}], False)
+def test_a_column_of_json_is_the_plain_values_json(column: list[Any], stdlib: bool) -> None:
+    if stdlib:
+        # Without orjson: the standard library's encoder, no fragments.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(convert, "_Fragment", None)
+            patch.setattr(convert, "plain_to_json", convert._stdlib_dumps)
+            got = dynamodb_values_to_json(column)
+    else:
+        got = dynamodb_values_to_json(column)
     expected = [
         None
         if v is None or dynamodb_value_to_plain(v) is None
         else plain_to_json(dynamodb_value_to_plain(v)).decode()
         for v in column
     ]
-    assert dynamodb_values_to_json(column) == expected
+    assert got == expected
 
 
 class Label(str):

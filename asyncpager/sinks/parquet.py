@@ -361,18 +361,13 @@ def _typed_column(kind: str, values: Sequence[Any], column: list[Any]) -> list[t
                 append(None)
                 continue
             (tag,) = value
-            if tag == "S":
-                append(value["S"])
-            elif tag == "B":
-                # bytes from botocore's parse; the text as sent from the
-                # export's raw parse, already base64 (as _binary takes it).
-                raw = value["B"]
-                if type(raw) is str:
-                    append(raw)
-                elif type(raw) is bytes:
-                    append(b2a_base64(raw, newline=False).decode("ascii"))
-                else:
-                    other(i, value)
+            raw = value[tag]
+            # A B value: bytes from botocore's parse, or the text as sent
+            # from the export's raw parse, already base64 (as _binary takes it).
+            if type(raw) is str and (tag == "S" or tag == "B"):
+                append(raw)
+            elif tag == "B" and type(raw) is bytes:
+                append(b2a_base64(raw, newline=False).decode("ascii"))
             else:
                 other(i, value)
     elif kind == "decimal":
