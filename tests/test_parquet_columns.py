@@ -13,6 +13,7 @@ the plain records of botocore's own scan make.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import enum
 import io
@@ -545,3 +546,44 @@ def test_pages_of_the_usual_shape_are_read_by_pyarrow(
     assert columns is not None
     write(tmp_path / "b.parquet", [columns])
     assert taken == [2]
+
+
+def rows_one_by_one(sink: CsvSink, records: list[dict[str, Any]]) -> bytes:
+    """The CSV the encoder wrote before it went column by column: each cell
+    by ``_cell``, row after row (for the header and columns, the sink's)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    columns, extra = sink._header(records)
+    writer.writerow([sink._text(n) for n in columns + ([extra] if extra is not None else [])])
+    for record in records:
+        row = [sink._cell(record[c]) if c in record else "" for c in columns]
+        if extra is not None:
+            others = {k: v for k, v in record.items() if k not in columns}
+            row.append(plain_to_json(others).decode("utf-8") if others else "")
+        writer.writerow(row)
+    return buffer.getvalue().encode("utf-8", "backslashreplace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["Key", "n", "=x", "_extra"]), plain_values, max_size=4),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+@example([{"Key": "=1+1", "n": 5}, {"Key": "-3", "n": True}, {"n": None}], False)
+@example([{"Key": "+x", "n": dt.datetime(2024, 1, 1, tzinfo=UTC)}, {"=x": -7}], True)
+def test_plain_records_make_the_csv_their_cells_make_one_by_one(
+    records: list[dict[str, Any]], raw_formulas: bool
+) -> None:
+    def encoded(sink: CsvSink, how: Any) -> Any:
+        try:
+            return how(sink, records)
+        except TypeError as exc:
+            return type(exc)
+
+    ours = encoded(CsvSink(None, stream=io.BytesIO(), raw_formulas=raw_formulas), CsvSink.encode)
+    theirs = encoded(CsvSink(None, stream=io.BytesIO(), raw_formulas=raw_formulas), rows_one_by_one)
+    assert ours == theirs
