@@ -206,7 +206,8 @@ class CsvSink(ByteSink):
     def _plain_cells(self, values: Sequence[Any]) -> list[str]:
         """A column of plain values (``None`` where a record has none) as
         its cells: :meth:`_cell` of each, with the commonest types written
-        inline (a call per cell was a quarter of an S3 export to CSV)."""
+        inline (a 1,000-object S3 page: 5.1-6.1 ms against 6.1-9.2 for a
+        call per cell)."""
         cells: list[str] = []
         append, cell = cells.append, self._cell
         guard = not self._raw_formulas
