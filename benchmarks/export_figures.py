@@ -31,7 +31,9 @@ included), from ``wait4``; the same run on a one-item bucket or table gives
 the fixed cost (imports, clients), which the per-million figure leaves out.
 items/s is items over the span from the first request to the last item;
 ``wall s`` is the whole process, start-up to exit, and with ``--workers N``
-the command with one worker is compared with N wall to wall.
+the command with one worker is compared with N wall to wall, next to what
+the machine gave N CPU-bound processes against one, probed before and after
+the runs (:mod:`benchmarks.machine`): the ceiling of that ratio.
 The machine is shared: quote ratios of one run, not absolute figures.
 """
 
@@ -48,7 +50,7 @@ import time
 from typing import Any
 
 from asyncpager.testing import Bucket, LatencyModel, Table, spawn_endpoint
-from benchmarks import compile_asyncpager
+from benchmarks import compile_asyncpager, machine
 
 CLIENT_CPU = 1
 SERVER_CPU = 0
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         ) as ep,
     ):
         kinds = [args.only] if args.only else ["s3", "dynamodb"]
+        # What the machine itself gives N processes, before and after the
+        # runs: the 1 -> N ratio below is read against it.
+        probes = [machine.scaling(args.workers)] if args.workers > 1 else []
         for kind in kinds:
             fixed_bare = statistics.median(_bare(kind, "bench-one", ep.url)["cpu"] for _ in "ab")
             bare: list[dict[str, Any]] = []
@@ -303,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.boto3:
                 runs = [_boto3(kind, "bench-small", ep.url)]
                 rows.append(_summary(f"{kind} boto3 paginator", runs, 0.0))
+        if probes:
+            probes.append(machine.scaling(args.workers))
     base = {r["run"].split()[0]: r for r in rows if r["run"].endswith("bare Fetcher")}
     boto = {r["run"].split()[0]: r for r in rows if r["run"].endswith("boto3 paginator")}
     print(
@@ -332,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"\n{kind}: 1 -> {args.workers} workers, wall to wall: "
                     f"{one['wall']:.2f} s -> {many['wall']:.2f} s, {ratio:.2f}x"
                 )
+        for when, probe in zip(("before the runs", "after them"), probes, strict=False):
+            print(f"{machine.describe(probe)}, {when}")
     print(json.dumps(rows), file=sys.stderr)
+    if probes:
+        print(json.dumps({"machine": probes}), file=sys.stderr)
     return 0
 
 
