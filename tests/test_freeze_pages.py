@@ -119,10 +119,35 @@ def test_the_full_collection_waits_for_its_share_of_the_cpu() -> None:
         gc.set_threshold(*thresholds)
 
 
-def test_small_pages_are_left_to_the_collector() -> None:
+def test_small_pages_are_left_to_the_collector_once_the_heap_is_frozen() -> None:
     freeze_pages(every=2)
-    parse(10)
-    assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9)  # no collection but the test's own
+    try:
+        earlier = Node()
+        alive_earlier = weakref.ref(earlier)
+        del earlier
+        parse(10)
+        # The first parse froze the heap as it found it, small page and all,
+        # with the garbage it held.
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        later = Node()
+        alive_later = weakref.ref(later)
+        del later
+        for _ in range(3):
+            parse(10)
+        # Later small pages freeze nothing more: what they leave, and the
+        # garbage made since, is the collector's.
+        assert gc.get_freeze_count() == frozen
+        gc.collect()
+        assert alive_later() is None
+        assert alive_earlier() is not None
+        freeze_pages(None)  # unfreezes: the rest is the collector's again
+        gc.collect()
+        assert alive_earlier() is None
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def test_off_by_default_and_turned_off_with_none() -> None:
