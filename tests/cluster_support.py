@@ -85,3 +85,15 @@ async def killed_mid_group_exactly_once(backend: Backend, tmp_path: Path, count:
     # The killed group ran again, in a new attempt that was committed.
     assert len(result.attempts[killed["group"]]) >= 2
     assert result.manifests[killed["group"]]["attempt"] != killed["attempt"]
+
+
+def objects_with_their_process(stream: Any, page: dict[str, Any]) -> list[dict[str, Any]]:
+    """A records function (module-level: it pickles) that labels each S3
+    object with what the process that ran it had imported before its group
+    began, and with that process's parent."""
+    import sys
+
+    warm = "asyncpager.cluster._warm" in sys.modules
+    return [
+        {"Key": o["Key"], "warm": warm, "parent": os.getppid()} for o in page.get("Contents") or ()
+    ]

@@ -136,3 +136,30 @@ async def test_what_the_process_backend_cannot_do_is_one_line(tmp_path: Path) ->
                 streams, f"{tmp_path}/b/", backend=backend, records=lambda s, p: []
             )
     assert _children() - before == set()
+
+
+async def test_workers_are_forked_from_a_server_that_imported_what_they_run(
+    tmp_path: Path,
+) -> None:
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    with LocalEndpoint(buckets=[Bucket("keys", 300, "deep")]) as ep:
+        streams = plan_s3(["s3://keys"], shards=3, endpoint_url=ep.url, region=support.REGION)
+        async with ProcessBackend(2) as backend:
+            result = await export_on_cluster(
+                streams,
+                f"{tmp_path}/out/",
+                backend=backend,
+                records=support.objects_with_their_process,
+            )
+    assert result.complete
+    got = support.folder_records(tmp_path / "out")
+    assert len(got) == 300
+    # Every group ran in a process whose parent is the fork server, not
+    # this one, and which had the backend's imports before its group.
+    assert all(r["warm"] for r in got)
+    parents = {r["parent"] for r in got}
+    assert len(parents) == 1
+    assert os.getpid() not in parents

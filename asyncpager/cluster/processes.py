@@ -10,13 +10,15 @@ Every core of one machine, from a program, without Dask::
 Each group runs :func:`~asyncpager.cluster.run_group` on the event loop of a
 worker process; the driver commits it as with any backend, so a worker
 killed mid-group costs a rerun of that group and never a duplicate. The
-processes are started fresh (the ``spawn`` method: a fork of a process
-with threads, as an asyncio program has, may copy a lock held by one of
-them), so what travels to them must pickle: a ``records`` function is a
+processes are not forks of the program (a fork of a process with threads,
+as an asyncio program has, may copy a lock held by one of them): they are
+forked from a fork server, a fresh process that has imported what they run
+(:mod:`asyncpager.cluster._warm`), or, where there is none, spawned fresh.
+Either way what travels to them must pickle: a ``records`` function is a
 module-level function or an object such as
 :class:`~asyncpager.cluster.PageRecords`. And, as for any program that
 starts processes that way, a script's entry point must sit under
-``if __name__ == "__main__":`` (each process imports the script again).
+``if __name__ == "__main__":`` (the script is imported again).
 
 Rates are split statically, each running task taking its share of every
 limit; one shared bucket (``shared_rate``) needs a Dask cluster.
@@ -49,6 +51,41 @@ __all__ = ["ProcessBackend"]
 _REPORT_WAIT = 0.2
 #: How often a group runs again after its process was lost.
 LOST_AGAIN = 3
+
+
+#: What the fork server imports before it forks any worker: the script (as
+#: ``spawn`` imports it in every worker) and what a group runs.
+PRELOAD = ("__main__", "asyncpager.cluster._warm")
+
+
+def _context() -> Any:
+    """The fork server where the platform has one, else fresh processes."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # One fork server per program; a program that set its own list keeps
+    # it, ours added (the list is read when the server starts).
+    from multiprocessing import forkserver
+
+    wanted = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
+    context.set_forkserver_preload(wanted + [m for m in PRELOAD if m not in wanted])
+    return context
+
+
+def _server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    pid: int | None = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return pid
+
+
+def _stop_server() -> None:
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
 
 
 def _run_in_process(spec: GroupSpec) -> dict[str, Any]:
@@ -91,13 +128,19 @@ class ProcessBackend:
             raise ConfigurationError("retries must not be negative")
         self.processes = processes or len(os.sched_getaffinity(0))
         self.retries = retries
-        self._context = multiprocessing.get_context("spawn")
+        self._context = _context()
         self._pool: ProcessPoolExecutor | None = None
         self._manager: Any = None
         self._channel: Any = None
         self._on_stats: Callable[[dict[str, Any]], None] | None = None
+        self._stops_server = False
 
     async def __aenter__(self) -> ProcessBackend:
+        # A fork server that this backend starts is stopped as it leaves,
+        # with the workers: one the program ran already is the program's.
+        self._stops_server = self._context.get_start_method() == "forkserver" and (
+            _server_pid() is None
+        )
         self._pool = self._new_pool()
         return self
 
@@ -109,6 +152,9 @@ class ProcessBackend:
             manager, self._manager, self._channel = self._manager, None, None
             if manager is not None:
                 await anyio.to_thread.run_sync(manager.shutdown)
+            if self._stops_server:
+                self._stops_server = False
+                await anyio.to_thread.run_sync(_stop_server)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.processes, mp_context=self._context)
