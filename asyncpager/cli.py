@@ -1048,7 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["endpoint"]:
         from asyncpager.testing.__main__ import main as endpoint_main
 
-        return int(endpoint_main(argv[1:]) or 0)
+        return int(endpoint_main(argv[1:], prog="asyncpager endpoint") or 0)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:

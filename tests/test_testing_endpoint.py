@@ -1141,3 +1141,23 @@ def test_a_requester_pays_bucket_answers_only_those_who_pay() -> None:
         assert info.value.response["Error"]["Code"] == "AccessDenied"
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         assert s3.list_objects_v2(Bucket="paid", RequestPayer="requester")["KeyCount"] == 10
+
+
+def test_the_commands_usage_names_the_command_it_was_run_as(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from asyncpager.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["endpoint", "--table", "t:10"])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("asyncpager endpoint: error: argument --table:")
+    with pytest.raises(SystemExit):
+        parse_args(["--table", "t:10"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("python -m asyncpager.testing: error:")
+    )

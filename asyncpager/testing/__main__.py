@@ -115,9 +115,11 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m asyncpager.testing"
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m asyncpager.testing",
+        prog=prog,
         description="A local AWS endpoint (S3, DynamoDB, EC2, IAM) serving generated data.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -245,8 +247,9 @@ def _keep_pages_off_mmap() -> None:
         pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m asyncpager.testing") -> int:
+    """Serve until interrupted; ``prog`` is the command the usage names."""
+    args = parse_args(argv, prog)
     try:
         config = build_config(args)
     except (ValueError, OSError) as exc:
