@@ -274,3 +274,23 @@ def test_tasks_take_pages_raw_where_the_command_would() -> None:
     # Query results read the pages as botocore makes them.
     assert raw_services_for(ranges, PageRecords("Contents[].Key"), "jsonl") == {}
     assert raw_services_for(scans, PageRecords(plain_dynamodb=False), "parquet") == {}
+
+
+async def test_groups_per_slot_is_the_backends_else_four(tmp_path: Path) -> None:
+    from asyncpager.cluster import ProcessBackend
+    from asyncpager.cluster._driver import GROUPS_PER_SLOT, groups_per_slot
+
+    class OneGroupEach(LocalBackend):
+        groups_per_slot = 1
+
+    assert groups_per_slot(LocalBackend()) == GROUPS_PER_SLOT == 4
+    assert groups_per_slot(OneGroupEach()) == 1
+    assert ProcessBackend.groups_per_slot == 1
+    with LocalEndpoint(buckets=[Bucket("keys", 500, "deep")]) as ep:
+        streams = plan_s3(["s3://keys"], shards=12, endpoint_url=ep.url, region=REGION)
+        async with LocalBackend(slots=2) as backend:
+            four = await export_on_cluster(streams, f"{tmp_path}/four/", backend=backend)
+        async with OneGroupEach(slots=2) as backend:
+            one = await export_on_cluster(streams, f"{tmp_path}/one/", backend=backend)
+    assert (four.groups, one.groups) == (8, 2)
+    assert four.items_written == one.items_written == 500

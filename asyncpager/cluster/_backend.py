@@ -22,7 +22,10 @@ class Backend(Protocol):
     """Where the shard groups of a cluster export run.
 
     Entered once per export. ``slots`` is how many tasks run at once (it
-    sets each task's static share of every rate). ``run`` runs every group
+    sets each task's static share of every rate). A backend may say how
+    many shard groups per slot an export deals by default with a
+    ``groups_per_slot`` attribute (else four; see
+    :func:`~asyncpager.cluster._driver.groups_per_slot`). ``run`` runs every group
     and awaits ``on_done(spec, manifest)`` for each result as it arrives, in
     the driver; a task lost with its worker is the backend's to run again.
     """

@@ -192,6 +192,26 @@ def _limits_from_json(bodies: Sequence[Mapping[str, Any]]) -> list[RateLimit]:
     return [RateLimit(**{**b, "per": tuple(b["per"])}) for b in bodies]
 
 
+#: Groups per slot of a backend that says nothing: a lost worker then
+#: costs a small part of the work, and a slot that drew light groups takes
+#: more of them.
+GROUPS_PER_SLOT = 4
+
+
+def groups_per_slot(backend: Backend) -> int:
+    """How many shard groups per slot an export deals by default: the
+    backend's ``groups_per_slot`` if it has one, else ``GROUPS_PER_SLOT``.
+
+    Each group is an engine run of its own, one after another in its slot:
+    it starts its streams, splits them to fill its requests and ends them,
+    and its short first and last pages are paid again. Where losing a
+    worker is rare and every slot is a core of this machine
+    (:class:`~asyncpager.cluster.ProcessBackend`), one group per slot lets
+    each engine split and balance its share itself."""
+    value = getattr(backend, "groups_per_slot", GROUPS_PER_SLOT)
+    return max(1, int(value))
+
+
 def _deal(streams: Sequence[Stream], tasks: int) -> list[list[Stream]]:
     """Streams dealt round-robin into ``tasks`` groups (neighbouring key
     ranges land in different groups, which evens out hot prefixes)."""
@@ -219,8 +239,8 @@ async def export_on_cluster(
     """Export ``streams`` on ``backend`` (an entered :class:`Backend`; a
     one-slot :class:`LocalBackend` by default), exactly once.
 
-    The streams are dealt into ``tasks`` shard groups (default: four per
-    slot, so that a lost worker costs a small part of the work); each group
+    The streams are dealt into ``tasks`` shard groups (default: the
+    backend's ``groups_per_slot`` per slot, see :func:`groups_per_slot`); each group
     is one task that runs asyncpager's engine and writes one part. ``output``
     ending in ``/`` is a folder of parts with a ``_manifest.json``; any
     other name is one JSON Lines or Parquet file, joined from the parts at
@@ -261,7 +281,7 @@ async def export_on_cluster(
             if joined:
                 shutil.rmtree(root, ignore_errors=True)
             limits = list(rate_limits)
-            groups = _deal(streams, tasks or 4 * slots)
+            groups = _deal(streams, tasks or groups_per_slot(backend) * slots)
             done = {}
             if checkpoint is not None:
                 # The plan is saved before any task runs: a restarted driver

@@ -22,6 +22,15 @@ starts processes that way, a script's entry point must sit under
 
 Rates are split statically, each running task taking its share of every
 limit; one shared bucket (``shared_rate``) needs a Dask cluster.
+
+An export deals one group per process unless told otherwise (``tasks``):
+a million S3 keys at 50 ms, two processes, took 3.1-3.9 s dealt in two
+groups, 3.9-4.2 s in four and 4.3-5.6 s in eight (the default of other
+backends) for a folder tree or flat random names, and 4.8-5.0, 4.8-5.2
+and 5.6 s for keys under one hot prefix.
+Each group is an engine run of its own, and a process ran its groups one
+after another, each ramping its streams up and down again. The price: a
+process lost mid-export costs a rerun of half the work, not an eighth.
 """
 
 from __future__ import annotations
@@ -120,6 +129,8 @@ class ProcessBackend:
     """
 
     name = "processes"
+    #: One shard group per process by default (see the module docstring).
+    groups_per_slot = 1
 
     def __init__(self, processes: int | None = None, *, retries: int = 1) -> None:
         if processes is not None and processes < 1:
