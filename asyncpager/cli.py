@@ -331,6 +331,7 @@ def make_records(
     json_lines: bool = False,
     typed_dynamodb: bool = False,
     object_columns: bool = False,
+    object_records: bool = False,
 ) -> Callable[[Stream, dict[str, Any]], Sequence[Mapping[str, Any]]]:
     """How a page becomes records: its result-key items (or ``--query``
     results), DynamoDB items as plain values, and where each came from.
@@ -341,7 +342,10 @@ def make_records(
     ``object_columns``: S3 pages come parsed in raw ``"lines"`` mode for a
     Parquet sink, which reads their objects' lines itself
     (:class:`~asyncpager.item_lines.ObjectColumns`); any other record gets
-    its ``LastModified`` back as a datetime.
+    its ``LastModified`` back as a datetime. ``object_records``: S3 pages
+    come parsed in raw ``"lines"`` mode for a sink that writes each record's
+    values as text (CSV), and are read back as records whose
+    ``LastModified`` stays the text that sink would write of the datetime.
 
     The records are the page's own dicts (or the fresh ones the DynamoDB
     conversion made) whenever nothing is added to them: a page is consumed
@@ -381,7 +385,7 @@ def make_records(
                 if object_columns:
                     if not prefixes and not labels and isinstance(found, ObjectLines):
                         return ObjectColumns(found)
-                elif not prefixes:
+                elif not prefixes and not object_records:
                     # Written as JSON Lines straight from the text that came,
                     # labels (the same for the whole stream) included.
                     return LabelledLines(found, labels) if labels else found
@@ -687,8 +691,9 @@ async def _run_export(
     from asyncpager.sinks import CsvSink, JsonlSink, ParquetSink
 
     json_lines = isinstance(sink, JsonlSink)
-    # S3 listings to Parquet are parsed in raw "lines" mode (raw_services).
+    # S3 listings to Parquet and CSV are parsed in raw "lines" mode (raw_services).
     parquet = isinstance(sink, ParquetSink) and query is None
+    csv = isinstance(sink, CsvSink) and query is None
     records = make_records(
         query=query,
         plain_dynamodb=plain_dynamodb,
@@ -696,6 +701,7 @@ async def _run_export(
         json_lines=json_lines,
         typed_dynamodb=isinstance(sink, ParquetSink | CsvSink),
         object_columns=parquet and args.command == "s3",
+        object_records=csv and args.command == "s3",
     )
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(enabled=show, total_items=total)
@@ -716,7 +722,9 @@ async def _run_export(
         fast_parse=False if args.no_fast_parse else None,
         lean_http=False if args.no_lean_http else None,
         direct=False if args.no_direct else None,
-        raw_services=raw_services(args.command, plain_dynamodb, query, json_lines, parquet),
+        raw_services=raw_services(
+            args.command, plain_dynamodb, query, json_lines, parquet, csv=csv
+        ),
     )
     with progress:
         async with fetcher:
@@ -798,7 +806,13 @@ def failure_lines(failures: Sequence[Mapping[str, str]]) -> list[str]:
 
 
 def raw_services(
-    command: str, plain_dynamodb: bool, query: Any, json_lines: bool, parquet: bool = False
+    command: str,
+    plain_dynamodb: bool,
+    query: Any,
+    json_lines: bool,
+    parquet: bool = False,
+    *,
+    csv: bool = False,
 ) -> dict[str, RawMode]:
     """Which pages the export can take raw, and how: only where what is
     written is the same (``--query`` reads the pages as botocore makes them).
@@ -815,14 +829,17 @@ def raw_services(
     S3 listings written as JSON Lines are made into those lines from the
     XML that came, objects of the usual shape at least; so are those written
     to Parquet, which reads the lines into its columns (see
-    :class:`~asyncpager.item_lines.ObjectColumns`)."""
+    :class:`~asyncpager.item_lines.ObjectColumns`), and those written to
+    CSV, which reads them back as records whose timestamps stay the ISO
+    8601 text its cells hold (a datetime's ``isoformat()``, a microsecond a
+    call with botocore's local time zone, was the tenth of that export)."""
     if query is not None:
         return {}
     if command == "dynamodb" and plain_dynamodb and json_lines:
         return {"dynamodb": "lines"}
     if command == "dynamodb" and (plain_dynamodb or json_lines):
         return {"dynamodb": True}
-    if command == "s3" and (json_lines or parquet):
+    if command == "s3" and (json_lines or parquet or csv):
         return {"s3": "lines"}
     return {}
 

@@ -789,6 +789,8 @@ def test_raw_services_only_where_the_output_is_the_same() -> None:
 
     assert raw_services("s3", False, None, True) == {"s3": "lines"}
     assert raw_services("s3", False, None, False) == {}
+    assert raw_services("s3", False, None, False, csv=True) == {"s3": "lines"}
+    assert raw_services("s3", False, object(), False, csv=True) == {}
     assert raw_services("s3", False, object(), True) == {}
     assert raw_services("dynamodb", True, None, True) == {"dynamodb": "lines"}
     assert raw_services("dynamodb", True, None, False) == {"dynamodb": True}

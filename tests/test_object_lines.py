@@ -351,3 +351,49 @@ def test_export_of_several_buckets_labels_boto3s_listing(tmp_path: Path) -> None
     written = out.read_bytes().splitlines(keepends=True)
     assert sorted(written) == sorted(expected)
     assert len(written) == 2_700
+
+
+def _csv_of(records: list[dict[str, Any]], path: Path) -> list[bytes]:
+    """The CSV the sink writes of ``records``, as botocore's parse gives
+    them (one batch: the header, then a row per record)."""
+    from asyncpager.sinks import CsvSink
+
+    sink = CsvSink(str(path))
+    return sink.encode(records).splitlines(keepends=True)
+
+
+def test_export_to_csv_writes_the_csv_of_boto3s_listing(tmp_path: Path) -> None:
+    # S3 pages to CSV are parsed as lines, read back with their timestamps
+    # as text: the file is the one botocore's datetimes make, cell for cell.
+    buckets = [Bucket("uni", 1_500, "unicode"), Bucket("deep", 1_200, "deep")]
+    with LocalEndpoint(buckets=buckets) as ep:
+        out = tmp_path / "out.csv"
+        run("s3", "s3://uni", "s3://deep", "--endpoint-url", ep.url, "--region", "us-east-1",
+            "-o", str(out), "--shards", "3", "--page-size", "300", "--workers", "1")  # fmt: skip
+        client = _s3_client(ep.url)
+        expected: list[dict[str, Any]] = []
+        for name in ("uni", "deep"):
+            for listed in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                expected += [{**item, "_bucket": name} for item in listed.get("Contents", [])]
+    reference = _csv_of(expected, tmp_path / "ref.csv")
+    written = out.read_bytes().splitlines(keepends=True)
+    assert written[0] == reference[0]
+    assert sorted(written[1:]) == sorted(reference[1:])
+    assert len(written) == 2_701
+    # The timestamps were datetimes on boto3's side: their text is the same.
+    assert any(b"+00:00" in row for row in written[1:])
+
+
+def test_object_lines_read_as_json_loads_reads_them() -> None:
+    from asyncpager.item_lines import _read_lines
+
+    for body in TAKEN.values():
+        made = lines_of(body)
+        assert made is not None
+        lines = made[0]
+        assert _read_lines(lines) == [json.loads(line) for line in lines.splitlines()]
+    # What orjson refuses (an escaped lone surrogate) is read line by line.
+    odd = b'{"Key":"a\\ud800b","Size":1}\n{"Key":"c","Size":2}\n'
+    assert _read_lines(odd) == [{"Key": "a\ud800b", "Size": 1}, {"Key": "c", "Size": 2}]
+    assert _read_lines(b"") == []
+    assert _read_lines(b'{"Key":"z","Size":3}') == [{"Key": "z", "Size": 3}]
