@@ -334,20 +334,24 @@ def test_export_writes_boto3s_listing(tmp_path: Path) -> None:
     assert any(ord(ch) > 127 for line in written for ch in json.loads(line)["Key"])
 
 
-def test_export_of_several_buckets_labels_boto3s_listing(tmp_path: Path) -> None:
+def _export_two_buckets(out: Path) -> list[dict[str, Any]]:
+    """The command's export of two buckets to ``out``, and boto3's listing
+    of them, each object labelled with its bucket as the command labels it."""
     buckets = [Bucket("uni", 1_500, "unicode"), Bucket("deep", 1_200, "deep")]
     with LocalEndpoint(buckets=buckets) as ep:
-        out = tmp_path / "out.jsonl"
         run("s3", "s3://uni", "s3://deep", "--endpoint-url", ep.url, "--region", "us-east-1",
             "-o", str(out), "--shards", "3", "--page-size", "300", "--workers", "1")  # fmt: skip
         client = _s3_client(ep.url)
-        expected: list[Any] = []
+        expected: list[dict[str, Any]] = []
         for name in ("uni", "deep"):
             for listed in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-                expected += [
-                    plain_to_json_line({**item, "_bucket": name})
-                    for item in listed.get("Contents", [])
-                ]
+                expected += [{**item, "_bucket": name} for item in listed.get("Contents", [])]
+    return expected
+
+
+def test_export_of_several_buckets_labels_boto3s_listing(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    expected = [plain_to_json_line(item) for item in _export_two_buckets(out)]
     written = out.read_bytes().splitlines(keepends=True)
     assert sorted(written) == sorted(expected)
     assert len(written) == 2_700
@@ -365,17 +369,8 @@ def _csv_of(records: list[dict[str, Any]], path: Path) -> list[bytes]:
 def test_export_to_csv_writes_the_csv_of_boto3s_listing(tmp_path: Path) -> None:
     # S3 pages to CSV are parsed as lines, read back with their timestamps
     # as text: the file is the one botocore's datetimes make, cell for cell.
-    buckets = [Bucket("uni", 1_500, "unicode"), Bucket("deep", 1_200, "deep")]
-    with LocalEndpoint(buckets=buckets) as ep:
-        out = tmp_path / "out.csv"
-        run("s3", "s3://uni", "s3://deep", "--endpoint-url", ep.url, "--region", "us-east-1",
-            "-o", str(out), "--shards", "3", "--page-size", "300", "--workers", "1")  # fmt: skip
-        client = _s3_client(ep.url)
-        expected: list[dict[str, Any]] = []
-        for name in ("uni", "deep"):
-            for listed in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-                expected += [{**item, "_bucket": name} for item in listed.get("Contents", [])]
-    reference = _csv_of(expected, tmp_path / "ref.csv")
+    out = tmp_path / "out.csv"
+    reference = _csv_of(_export_two_buckets(out), tmp_path / "ref.csv")
     written = out.read_bytes().splitlines(keepends=True)
     assert written[0] == reference[0]
     assert sorted(written[1:]) == sorted(reference[1:])
