@@ -344,8 +344,10 @@ def make_records(
     (:class:`~asyncpager.item_lines.ObjectColumns`); any other record gets
     its ``LastModified`` back as a datetime. ``object_records``: S3 pages
     come parsed in raw ``"lines"`` mode for a sink that writes each record's
-    values as text (CSV), and are read back as records whose
-    ``LastModified`` stays the text that sink would write of the datetime.
+    values as text (CSV), which writes the lines of the usual shape itself
+    (:class:`~asyncpager.item_lines.ObjectRows`); other records are read
+    back with their ``LastModified`` as the text that sink would write of
+    the datetime.
 
     The records are the page's own dicts (or the fresh ones the DynamoDB
     conversion made) whenever nothing is added to them: a page is consumed
@@ -357,6 +359,7 @@ def make_records(
         LabelledLines,
         ObjectColumns,
         ObjectLines,
+        ObjectRows,
         with_datetimes,
     )
 
@@ -385,7 +388,10 @@ def make_records(
                 if object_columns:
                     if not prefixes and not labels and isinstance(found, ObjectLines):
                         return ObjectColumns(found)
-                elif not prefixes and not object_records:
+                elif object_records:
+                    if not prefixes and not labels and isinstance(found, ObjectLines):
+                        return ObjectRows(found)
+                elif not prefixes:
                     # Written as JSON Lines straight from the text that came,
                     # labels (the same for the whole stream) included.
                     return LabelledLines(found, labels) if labels else found

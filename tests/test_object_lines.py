@@ -24,7 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncpager.convert import plain_to_json_line
-from asyncpager.item_lines import HELD_LINES, ItemLines, LabelledLines, ObjectLines, object_lines
+from asyncpager.item_lines import (
+    HELD_LINES,
+    ItemLines,
+    LabelledLines,
+    ObjectLines,
+    ObjectRows,
+    object_lines,
+)
 from asyncpager.parsers._compiler import _xml_root
 from asyncpager.parsers._install import _handle_200_error_lines
 from asyncpager.parsers._xmlrun import split_lines
@@ -392,3 +399,75 @@ def test_object_lines_read_as_json_loads_reads_them() -> None:
     assert _read_lines(odd) == [{"Key": "a\ud800b", "Size": 1}, {"Key": "c", "Size": 2}]
     assert _read_lines(b"") == []
     assert _read_lines(b'{"Key":"z","Size":3}') == [{"Key": "z", "Size": 3}]
+
+
+_ROW_OPTIONS: list[dict[str, Any]] = [
+    {},
+    {"raw_formulas": True},
+    {"extra_column": None},
+    {"columns": ["Key", "LastModified", "ETag", "Size", "StorageClass"]},
+    {"columns": ["Key", "Size"]},
+]
+
+
+def _object_rows_of(keys: list[str], etag: str, size: str) -> ObjectRows | None:
+    body = page(
+        *(
+            element(escape(key), "2024-02-29T01:02:03.450Z")
+            .replace("0123456789abcdef", escape(etag))
+            .replace("<Size>12", f"<Size>{size}")
+            for key in keys
+        )
+    )
+    made = finished_lines(body)
+    return None if made is None else ObjectRows(made)
+
+
+@given(
+    st.lists(
+        st.lists(
+            _KEY_CHARS | st.sampled_from(["=1+1", "a,b", "-x", "@y", "+", "k"]),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(["0123456789abcdef", "abc-12", "", "ABCDEF", "g h"]),
+    st.sampled_from(["0", "12", "5497558138880"]),
+    st.sampled_from(_ROW_OPTIONS),
+)
+@settings(max_examples=300, deadline=None, database=None)
+def test_object_rows_write_the_csv_their_records_write(
+    pages: list[list[str]], etag: str, size: str, options: dict[str, Any]
+) -> None:
+    # Batch after batch into one sink, straight from the lines where they
+    # take that path, against the same records written as records.
+    from asyncpager.sinks import CsvSink
+
+    fast, slow = CsvSink("fast.csv", **options), CsvSink("slow.csv", **options)
+    for keys in pages:
+        rows = _object_rows_of(keys, etag, size)
+        if rows is None:
+            continue
+        assert fast.encode(rows) == slow.encode(list(rows.records()))
+        assert len(rows) == len(keys)
+
+
+def test_object_rows_take_the_usual_shape_and_leave_the_rest() -> None:
+    from asyncpager.item_lines import object_csv_rows
+
+    usual = _object_rows_of(["a/b.txt", "c d", "ünï/x"], "0123456789abcdef", "12")
+    assert usual is not None
+    assert object_csv_rows(usual.lines, True) == (
+        b'a/b.txt,2024-02-29T01:02:03.450000+00:00,"""0123456789abcdef""",12,STANDARD,\r\n'
+        b'c d,2024-02-29T01:02:03.450000+00:00,"""0123456789abcdef""",12,STANDARD,\r\n'
+        + "ünï/x".encode()
+        + b',2024-02-29T01:02:03.450000+00:00,"""0123456789abcdef""",12,STANDARD,\r\n'
+    )
+    assert usual.head(1).records() == usual.records()[:1]
+    # A cell the writer would quote or the sink guard: the page is records.
+    for key in ("a,b", "=1", 'q"q', "back\\slash"):
+        odd = _object_rows_of(["fine", key], "0123456789abcdef", "12")
+        assert odd is not None
+        assert object_csv_rows(odd.lines, True) is None

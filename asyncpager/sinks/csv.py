@@ -48,6 +48,7 @@ from asyncpager.convert import (
     to_jsonable,
 )
 from asyncpager.errors import ConfigurationError
+from asyncpager.item_lines import OBJECT_ROW_COLUMNS, ObjectRows, object_csv_rows
 from asyncpager.sinks._base import ByteSink
 
 __all__ = ["CsvSink"]
@@ -249,10 +250,43 @@ class CsvSink(ByteSink):
             )
         return list(zip(*cells, strict=True)) if cells else [()] * len(records)
 
+    def _object_rows(self, objects: ObjectRows) -> bytes | None:
+        """S3 objects of the usual shape written straight from their lines
+        (:func:`~asyncpager.item_lines.object_csv_rows`), header first if
+        none was written: the bytes the records would make. ``None`` when
+        the columns are not theirs or a line is not of that shape; nothing
+        is changed then."""
+        wanted = list(OBJECT_ROW_COLUMNS)
+        if self._columns is not None:
+            if self._columns != wanted:
+                return None
+            return object_csv_rows(objects.lines, self._extra is not None)
+        if self._given is not None and list(self._given) != wanted:
+            return None
+        extra = self._extra_name
+        if extra is not None:
+            while extra in wanted:
+                extra += "_"
+        rows = object_csv_rows(objects.lines, extra is not None)
+        if rows is None:
+            return None
+        buffer = io.StringIO()
+        names = wanted + ([extra] if extra is not None else [])
+        csv.writer(buffer, lineterminator="\r\n").writerow([self._text(n) for n in names])
+        self._set_columns(wanted, extra)
+        return buffer.getvalue().encode("utf-8", "backslashreplace") + rows
+
     def encode(self, records: Sequence[Mapping[str, Any]]) -> bytes:
         """``records`` as CSV rows (and the header, before the first). A
         :class:`~asyncpager.convert.TypedItems` is written cell by cell from
-        its typed values, as its plain records would be."""
+        its typed values, as its plain records would be; an
+        :class:`~asyncpager.item_lines.ObjectRows` of the usual shape, row by
+        row from its lines."""
+        if isinstance(records, ObjectRows):
+            made = self._object_rows(records)
+            if made is not None:
+                return made
+            records = records.records()
         typed = records.typed if isinstance(records, TypedItems) else None
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
