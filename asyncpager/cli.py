@@ -838,7 +838,7 @@ def raw_services(
     :class:`~asyncpager.item_lines.ObjectColumns`), and those written to
     CSV, which reads them back as records whose timestamps stay the ISO
     8601 text its cells hold (a datetime's ``isoformat()``, a microsecond a
-    call with botocore's local time zone, was the tenth of that export)."""
+    call with botocore's local time zone, was a tenth of that export)."""
     if query is not None:
         return {}
     if command == "dynamodb" and plain_dynamodb and json_lines:
