@@ -185,7 +185,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     cluster.add_argument(
         "--tasks", type=_positive_int,
-        help="shard groups, one task each (default: 4 per worker thread)",
+        help="shard groups, one task each (default: 4 per worker thread; 1 on --cluster local)",
     )  # fmt: skip
     cluster.add_argument(
         "--shared-rate", action="store_true",

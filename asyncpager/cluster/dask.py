@@ -243,6 +243,18 @@ class DaskBackend:
     def slots(self) -> int:
         return self._slots
 
+    @property
+    def groups_per_slot(self) -> int:
+        """Shard groups per slot an export deals by default: one on the
+        local cluster this backend started (its workers are this machine's
+        processes, as the process backend's are, and a million S3 keys at
+        50 ms on two of them took 5.4-5.9 s in two groups against 7.0-8.0 s
+        in eight, Dask's start included); four on any other, where a lost
+        worker should cost a small part of the work."""
+        from asyncpager.cluster._driver import GROUPS_PER_SLOT
+
+        return 1 if self.cluster is not None else GROUPS_PER_SLOT
+
     async def worker_pids(self) -> dict[str, int]:
         """The process id of each worker, by address (to watch or kill one)."""
         return dict(await self.client.run(os.getpid))
