@@ -53,7 +53,7 @@ import sys
 from binascii import a2b_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, overload
+from typing import Any, Self, overload
 from urllib.parse import unquote_plus
 
 from asyncpager import convert
@@ -643,7 +643,26 @@ def with_datetimes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-class ObjectColumns(RecordsView):
+class _ObjectView(RecordsView):
+    """A ListObjectsV2 page's objects kept as :class:`ObjectLines` for a
+    sink that reads them itself; cut by :meth:`head`, they stay lines."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: ObjectLines) -> None:
+        self.lines = lines
+
+    def head(self, limit: int) -> Self:
+        """The first ``limit`` objects, still lines."""
+        if limit >= len(self.lines):
+            return self
+        return type(self)(ObjectLines(*self.lines.encoded(limit)))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+class ObjectColumns(_ObjectView):
     """A ListObjectsV2 page's objects as :class:`ObjectLines`, for a sink
     that reads JSON Lines into columns itself
     (:class:`~asyncpager.sinks.ParquetSink`: in C, by pyarrow). Making each
@@ -653,17 +672,11 @@ class ObjectColumns(RecordsView):
     Read as a sequence, it holds the records botocore's parse gives
     (:func:`with_datetimes`), made on first use."""
 
-    __slots__ = ("_records", "lines")
+    __slots__ = ("_records",)
 
     def __init__(self, lines: ObjectLines) -> None:
-        self.lines = lines
+        super().__init__(lines)
         self._records: list[dict[str, Any]] | None = None
-
-    def head(self, limit: int) -> ObjectColumns:
-        """The first ``limit`` objects, still lines."""
-        if limit >= len(self.lines):
-            return self
-        return ObjectColumns(ObjectLines(*self.lines.encoded(limit)))
 
     def records(self) -> list[dict[str, Any]]:
         """The objects as the records botocore's parse gives."""
@@ -671,11 +684,8 @@ class ObjectColumns(RecordsView):
             self._records = with_datetimes([dict(r) for r in self.lines.records()])
         return self._records
 
-    def __len__(self) -> int:
-        return len(self.lines)
 
-
-class ObjectRows(RecordsView):
+class ObjectRows(_ObjectView):
     """A ListObjectsV2 page's objects as :class:`ObjectLines`, for a sink
     that writes each value as text (:class:`~asyncpager.sinks.CsvSink`):
     objects of the usual shape are made into its rows straight from the
@@ -685,23 +695,11 @@ class ObjectRows(RecordsView):
     (``LastModified`` the ISO 8601 text a CSV cell holds of botocore's
     datetime)."""
 
-    __slots__ = ("lines",)
-
-    def __init__(self, lines: ObjectLines) -> None:
-        self.lines = lines
-
-    def head(self, limit: int) -> ObjectRows:
-        """The first ``limit`` objects, still lines."""
-        if limit >= len(self.lines):
-            return self
-        return ObjectRows(ObjectLines(*self.lines.encoded(limit)))
+    __slots__ = ()
 
     def records(self) -> list[dict[str, Any]]:
         """The objects, their timestamps as text."""
         return self.lines.records()
-
-    def __len__(self) -> int:
-        return len(self.lines)
 
 
 #: The columns of an object line of the usual shape, in its order.

@@ -52,7 +52,6 @@ from typing import Any
 from asyncpager.testing import Bucket, LatencyModel, Table, spawn_endpoint
 from benchmarks import compile_asyncpager, machine
 
-CLIENT_CPU = 1
 SERVER_CPU = 0
 
 _BARE = """
@@ -94,11 +93,6 @@ print(json.dumps({"items": items, "span": time.perf_counter() - start}))
 """
 
 
-def _pin() -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-
-
 def _child(command: list[str], *, pin: bool = True) -> tuple[str, float, float]:
     """stdout, wall seconds and CPU seconds (every thread and child process)
     of a child process."""
@@ -108,7 +102,7 @@ def _child(command: list[str], *, pin: bool = True) -> tuple[str, float, float]:
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=_pin if pin else None,
+        preexec_fn=machine.pin_client if pin else None,
         text=True,
     )
     out, err = process.communicate(timeout=3600)

@@ -54,7 +54,9 @@ print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time()
 """
 
 
-def _pin() -> None:
+def pin_client() -> None:
+    """This process on the client's core (the benchmarks' endpoint has the
+    other), where the machine has more than one."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
@@ -70,7 +72,7 @@ def _start(rounds: int, *, pin: bool) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", _WORK, str(rounds)],
         stdout=subprocess.PIPE,
-        preexec_fn=_pin if pin else _unpin,
+        preexec_fn=pin_client if pin else _unpin,
         text=True,
     )
 
