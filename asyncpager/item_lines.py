@@ -52,8 +52,9 @@ import re
 import sys
 from binascii import a2b_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import partial
-from typing import Any, Self, overload
+from functools import cache, partial
+from operator import itemgetter
+from typing import Any, NamedTuple, Self, overload
 from urllib.parse import unquote_plus
 
 from asyncpager import convert
@@ -496,6 +497,10 @@ def _object_lines(parts: list[bytes], width: int, checksums: bool, decode: bool)
     objects = zip(*fields, strict=True)
     if not checksums:
         lines = b"".join([_PLAIN_LINE % fields for fields in objects])
+    elif all(parts[4::width]):
+        # Every object with its checksum, as S3 lists the objects written
+        # since it adds one to each: no test per object.
+        lines = b"".join([_CHECKSUM_LINE % fields for fields in objects])
     else:
         lines = b"".join([_checksum_line(fields) for fields in objects])
     # References last, "&amp;" after the others ("&amp;lt;" is the text
@@ -704,23 +709,121 @@ class ObjectRows(_ObjectView):
 
 #: The columns of an object line of the usual shape, in its order.
 OBJECT_ROW_COLUMNS = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+#: The checksum S3 lists with every object written since it adds one itself.
+_CHECKSUM_COLUMNS = ("ChecksumAlgorithm", "ChecksumType")
+#: The columns of an object line with its checksum, in its order.
+OBJECT_CHECKSUM_COLUMNS = (*OBJECT_ROW_COLUMNS[:3], *_CHECKSUM_COLUMNS, *OBJECT_ROW_COLUMNS[3:])
 #: One such line whose cells a CSV writer would write as they are: a key
 #: with no escape, quote or comma and no formula's first character (the
 #: only cells the writer would quote or the sink guard), a quoted ETag of
 #: hex digits and dashes (always quoted, its quotes doubled), digits, a
 #: storage class in capitals.
-_PLAIN_OBJECT_LINE = re.compile(
-    rb'\{"Key":"((?![=+\-@])[^"\\,]*)","LastModified":"([0-9T:.+\-]+)",'
-    rb'"ETag":"\\"([0-9a-fA-F\-]*)\\"","Size":([0-9]+),"StorageClass":"([A-Z_]+)"\}\n'
+_ROW_KEY = rb'\{"Key":"((?![=+\-@])[^"\\,]*)","LastModified":"([0-9T:.+\-]+)",'
+_ROW_ETAG = rb'"ETag":"\\"([0-9a-fA-F\-]*)\\"",'
+_ROW_TAIL = rb'"Size":([0-9]+),"StorageClass":"([A-Z_]+)"\}\n'
+_PLAIN_OBJECT_LINE = re.compile(_ROW_KEY + _ROW_ETAG + _ROW_TAIL)
+#: The same with or without one checksum algorithm (capitals and digits)
+#: and its type.
+_CHECKSUM_OBJECT_LINE = re.compile(
+    _ROW_KEY
+    + _ROW_ETAG
+    + rb'(?:"ChecksumAlgorithm":\["([A-Z0-9]+)"\],"ChecksumType":"([A-Z_]+)",)?'
+    + _ROW_TAIL
+)
+#: Each column's cell in a row, and the groups of the line's pattern
+#: (``_CHECKSUM_OBJECT_LINE``'s, numbered from 0) it is made of.
+_CELLS: dict[str, tuple[bytes, tuple[int, ...]]] = {
+    "Key": (b"%s", (0,)),
+    "LastModified": (b"%s", (1,)),
+    "ETag": (b'"""%s"""', (2,)),
+    "ChecksumAlgorithm": (b'"[""%s""]"', (3,)),
+    "ChecksumType": (b"%s", (4,)),
+    "Size": (b"%s", (5,)),
+    "StorageClass": (b"%s", (6,)),
+}
+_EMPTY: tuple[bytes, tuple[int, ...]] = (b"", ())
+#: The extra column's cell of a checksum the columns leave out.
+_CHECKSUM_EXTRA = (b'"{""ChecksumAlgorithm"":[""%s""],""ChecksumType"":""%s""}"', (3, 4))
+#: The column orders a sink takes from records of these lines: the members
+#: of the first, then those that first come later.
+_ROW_LAYOUTS = (
+    OBJECT_ROW_COLUMNS,
+    OBJECT_CHECKSUM_COLUMNS,
+    OBJECT_ROW_COLUMNS + _CHECKSUM_COLUMNS,
 )
 
 
-def object_csv_rows(lines: ObjectLines, extra: bool) -> bytes | None:
-    """The CSV rows (CRLF-ended, columns :data:`OBJECT_ROW_COLUMNS`, then
-    an empty extra column if ``extra``) that the CSV sink writes of these
-    objects, made by one substitution in C; ``None`` unless every object
-    is a line of the usual shape whose cells need no quoting or guard (see
-    ``_PLAIN_OBJECT_LINE``), for the sink to write the records itself."""
-    template = rb'\1,\2,"""\3""",\4,\5' + (b"," if extra else b"") + b"\r\n"
-    rows, made = _PLAIN_OBJECT_LINE.subn(template, lines.lines)
-    return rows if made == len(lines) else None
+def object_row_columns(lines: ObjectLines) -> tuple[str, ...]:
+    """The columns in the order a CSV sink takes them from the records of
+    these lines (first come, first written): the usual shape's, with the
+    checksum's where the first line has one, after them where a later line
+    does. (Keys are JSON text: the quotes around a member's name are the
+    line's own.)"""
+    text = lines.lines
+    found = text.find(b',"ChecksumAlgorithm":[')
+    if found < 0:
+        return OBJECT_ROW_COLUMNS
+    return OBJECT_CHECKSUM_COLUMNS if found < text.find(b"\n") else _ROW_LAYOUTS[2]
+
+
+class _RowShape(NamedTuple):
+    """A row is ``form % fields(groups)``: the groups its cells are made of."""
+
+    form: bytes
+    fields: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    groups: tuple[int, ...]
+
+
+@cache
+def _row_shapes(columns: tuple[str, ...], extra: bool) -> tuple[_RowShape, _RowShape]:
+    """How a row in ``columns`` (one of ``_ROW_LAYOUTS``, then the extra
+    column if ``extra``) is written of a line without a checksum, and of a
+    line with one."""
+
+    def shape(cells: list[tuple[bytes, tuple[int, ...]]]) -> _RowShape:
+        groups = tuple(g for _, each in cells for g in each)
+        fields = itemgetter(*groups) if len(groups) > 1 else lambda row: (row[groups[0]],)
+        return _RowShape(b",".join(cell for cell, _ in cells) + b"\r\n", fields, groups)
+
+    plain = [_EMPTY if c in _CHECKSUM_COLUMNS else _CELLS[c] for c in columns]
+    full = [_CELLS[c] for c in columns]
+    if extra:
+        plain.append(_EMPTY)
+        # Columns without the checksum: it goes to the extra column.
+        full.append(_CHECKSUM_EXTRA if columns == OBJECT_ROW_COLUMNS else _EMPTY)
+    return shape(plain), shape(full)
+
+
+def object_csv_rows(lines: ObjectLines, columns: Sequence[str], extra: bool) -> bytes | None:
+    """The CSV rows (CRLF-ended, in ``columns``, then the extra column if
+    ``extra``) that the CSV sink writes of these objects, each formatted
+    from the fields one split of the page read; ``None`` unless the columns
+    are those the lines' records make (``_ROW_LAYOUTS``) and every object is
+    a line of the usual shape, with or without its checksum, whose cells
+    need no quoting or guard (see ``_PLAIN_OBJECT_LINE``), for the sink to
+    write the records itself."""
+    layout = tuple(columns)
+    if layout not in _ROW_LAYOUTS:
+        return None
+    pattern = _CHECKSUM_OBJECT_LINE
+    parts = pattern.split(lines.lines)
+    width = pattern.groups + 1
+    # Nothing may lie between two lines read.
+    if len(parts) // width != len(lines) or any(parts[::width]):
+        return None
+    plain, full = _row_shapes(layout, extra)
+    algorithms = parts[4::width]
+    everyone = all(algorithms)
+    if everyone or not any(algorithms):
+        # One shape for the page (as S3 lists a bucket written before it
+        # added checksums, or since): the fields in the row's order.
+        form, _, groups = full if everyone else plain
+        columns_of = (parts[1 + g :: width] for g in groups)
+        return b"".join([form % fields for fields in zip(*columns_of, strict=True)])
+    rows = zip(*(parts[i::width] for i in range(1, width)), strict=True)
+    return b"".join(
+        [
+            full.form % full.fields(row) if row[3] is not None else plain.form % plain.fields(row)
+            for row in rows
+        ]
+    )

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from asyncpager.convert import plain_to_json_line
 from asyncpager.item_lines import (
     HELD_LINES,
+    OBJECT_CHECKSUM_COLUMNS,
+    OBJECT_ROW_COLUMNS,
     ItemLines,
     LabelledLines,
     ObjectLines,
@@ -54,17 +56,42 @@ def element(key: str, when: str = "2024-05-01T10:20:30.123Z", extra: str = "") -
     )
 
 
+CHECKSUM_COLUMNS = ("ChecksumAlgorithm", "ChecksumType")
+#: An object's checksum members, as S3 lists them (None: it has none). The
+#: last two are of no shape the rows are made from: the page is records.
+CHECKSUMS = [
+    None,
+    ("CRC64NVME", "FULL_OBJECT"),
+    ("CRC32C", "COMPOSITE"),
+    ("SHA1", "FULL_OBJECT"),
+    ("crc32", "FULL_OBJECT"),
+    ("CRC32", "full-object"),
+]
+
+
+def checksum_element(algorithm: str, kind: str) -> str:
+    return f"<ChecksumAlgorithm>{algorithm}</ChecksumAlgorithm><ChecksumType>{kind}</ChecksumType>"
+
+
 def page(*elements: str, head: str = _HEAD) -> bytes:
     return (head + "".join(elements) + _TAIL).encode()
 
 
-def generated_page(objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random) -> bytes:
+def generated_page(
+    objects: list[tuple[str, str]],
+    url_encoded: bool,
+    rng: random.Random,
+    checksums: list[tuple[str, str] | None] | None = None,
+) -> bytes:
     """A page of ``(key, milliseconds)`` objects, its keys URL-encoded or
-    written as XML text with references drawn by ``rng``."""
+    written as XML text with references drawn by ``rng``, each with its
+    ``checksums`` entry (algorithm and type) if any."""
     elements = []
-    for key, millis in objects:
+    sums = checksums or [None] * len(objects)
+    for (key, millis), checksum in zip(objects, sums, strict=True):
         text = quote_plus(key, safe="/") if url_encoded else _xml_text(key, rng)
-        elements.append(element(text, f"2023-11-30T23:59:59.{millis}Z"))
+        extra = checksum_element(*checksum) if checksum else ""
+        elements.append(element(text, f"2023-11-30T23:59:59.{millis}Z", extra))
     return page(*elements, head=URL_HEAD if url_encoded else _HEAD)
 
 
@@ -108,6 +135,18 @@ TAKEN = {
             "b",
             extra="<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm>"
             "<ChecksumType>FULL_OBJECT</ChecksumType>",
+        ),
+    ),
+    "every object with its checksum": page(
+        element(
+            "a",
+            extra="<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm>"
+            "<ChecksumType>FULL_OBJECT</ChecksumType>",
+        ),
+        element(
+            "b",
+            extra="<ChecksumAlgorithm>CRC32C</ChecksumAlgorithm>"
+            "<ChecksumType>COMPOSITE</ChecksumType>",
         ),
     ),
     "URL-encoded without anything to decode": page(element("a/b.txt"), head=URL_HEAD),
@@ -187,14 +226,16 @@ def test_pages_the_text_path_declines(name: str) -> None:
     ),
     st.booleans(),
     st.randoms(use_true_random=False),
+    st.booleans(),
 )
 @settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 def test_generated_pages_write_what_botocores_page_writes(
-    objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random
+    objects: list[tuple[str, str]], url_encoded: bool, rng: random.Random, checksums: bool
 ) -> None:
-    body = generated_page(objects, url_encoded, rng)
+    sums = [rng.choice(CHECKSUMS) for _ in objects] if checksums else None
+    body = generated_page(objects, url_encoded, rng, sums)
     made = lines_of(body)
     expected = reference(body)
     if made is not None:
@@ -406,17 +447,23 @@ _ROW_OPTIONS: list[dict[str, Any]] = [
     {"raw_formulas": True},
     {"extra_column": None},
     {"columns": ["Key", "LastModified", "ETag", "Size", "StorageClass"]},
+    {"columns": ["Key", "LastModified", "ETag", "Size", "StorageClass"], "extra_column": None},
+    {"columns": list(OBJECT_CHECKSUM_COLUMNS)},
+    {"columns": [*OBJECT_ROW_COLUMNS, "ChecksumAlgorithm", "ChecksumType"]},
     {"columns": ["Key", "Size"]},
 ]
 
 
-def _object_rows_of(keys: list[str], etag: str, size: str) -> ObjectRows | None:
+def _object_rows_of(
+    keys: list[str], etag: str, size: str, checksums: list[tuple[str, str] | None] | None = None
+) -> ObjectRows | None:
+    sums = checksums or [None] * len(keys)
     body = page(
         *(
-            element(escape(key), "2024-02-29T01:02:03.450Z")
+            element(escape(key), "2024-02-29T01:02:03.450Z", checksum_element(*s) if s else "")
             .replace("0123456789abcdef", escape(etag))
             .replace("<Size>12", f"<Size>{size}")
-            for key in keys
+            for key, s in zip(keys, sums, strict=True)
         )
     )
     made = finished_lines(body)
@@ -426,7 +473,10 @@ def _object_rows_of(keys: list[str], etag: str, size: str) -> ObjectRows | None:
 @given(
     st.lists(
         st.lists(
-            _KEY_CHARS | st.sampled_from(["=1+1", "a,b", "-x", "@y", "+", "k"]),
+            st.tuples(
+                _KEY_CHARS | st.sampled_from(["=1+1", "a,b", "-x", "@y", "+", "k"]),
+                st.sampled_from(CHECKSUMS[:4]) | st.sampled_from(CHECKSUMS),
+            ),
             min_size=1,
             max_size=6,
         ),
@@ -437,17 +487,23 @@ def _object_rows_of(keys: list[str], etag: str, size: str) -> ObjectRows | None:
     st.sampled_from(["0", "12", "5497558138880"]),
     st.sampled_from(_ROW_OPTIONS),
 )
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=400, deadline=None, database=None)
 def test_object_rows_write_the_csv_their_records_write(
-    pages: list[list[str]], etag: str, size: str, options: dict[str, Any]
+    pages: list[list[tuple[str, tuple[str, str] | None]]],
+    etag: str,
+    size: str,
+    options: dict[str, Any],
 ) -> None:
     # Batch after batch into one sink, straight from the lines where they
-    # take that path, against the same records written as records.
+    # take that path, against the same records written as records. Objects
+    # with and without a checksum mix on a page and between pages, so the
+    # header may come from either.
     from asyncpager.sinks import CsvSink
 
     fast, slow = CsvSink("fast.csv", **options), CsvSink("slow.csv", **options)
-    for keys in pages:
-        rows = _object_rows_of(keys, etag, size)
+    for objects in pages:
+        keys = [key for key, _ in objects]
+        rows = _object_rows_of(keys, etag, size, [s for _, s in objects])
         if rows is None:
             continue
         assert fast.encode(rows) == slow.encode(list(rows.records()))
@@ -459,7 +515,7 @@ def test_object_rows_take_the_usual_shape_and_leave_the_rest() -> None:
 
     usual = _object_rows_of(["a/b.txt", "c d", "ünï/x"], "0123456789abcdef", "12")
     assert usual is not None
-    assert object_csv_rows(usual.lines, True) == (
+    assert object_csv_rows(usual.lines, OBJECT_ROW_COLUMNS, True) == (
         b'a/b.txt,2024-02-29T01:02:03.450000+00:00,"""0123456789abcdef""",12,STANDARD,\r\n'
         b'c d,2024-02-29T01:02:03.450000+00:00,"""0123456789abcdef""",12,STANDARD,\r\n'
         + "ünï/x".encode()
@@ -470,4 +526,37 @@ def test_object_rows_take_the_usual_shape_and_leave_the_rest() -> None:
     for key in ("a,b", "=1", 'q"q', "back\\slash"):
         odd = _object_rows_of(["fine", key], "0123456789abcdef", "12")
         assert odd is not None
-        assert object_csv_rows(odd.lines, True) is None
+        assert object_csv_rows(odd.lines, OBJECT_ROW_COLUMNS, True) is None
+    # Columns other than those the records of such lines make: records.
+    assert object_csv_rows(usual.lines, ["Key", "Size"], True) is None
+
+
+def test_object_rows_with_checksums_in_each_order_of_columns() -> None:
+    from asyncpager.item_lines import object_csv_rows, object_row_columns
+
+    crc = ("CRC64NVME", "FULL_OBJECT")
+    mixed = _object_rows_of(["a", "b"], "0123456789abcdef", "12", [crc, None])
+    later = _object_rows_of(["a", "b"], "0123456789abcdef", "12", [None, crc])
+    assert mixed is not None
+    assert later is not None
+    # The header's order is the records' first come, first written.
+    assert object_row_columns(mixed.lines) == OBJECT_CHECKSUM_COLUMNS
+    assert object_row_columns(later.lines) == (*OBJECT_ROW_COLUMNS, *CHECKSUM_COLUMNS)
+    when, etag = b"2024-02-29T01:02:03.450000+00:00", b'"""0123456789abcdef"""'
+    assert object_csv_rows(mixed.lines, OBJECT_CHECKSUM_COLUMNS, False) == (
+        b'a,%s,%s,"[""CRC64NVME""]",FULL_OBJECT,12,STANDARD\r\n' % (when, etag)
+        + b"b,%s,%s,,,12,STANDARD\r\n" % (when, etag)
+    )
+    assert object_csv_rows(later.lines, (*OBJECT_ROW_COLUMNS, *CHECKSUM_COLUMNS), True) == (
+        b"a,%s,%s,12,STANDARD,,,\r\n" % (when, etag)
+        + b'b,%s,%s,12,STANDARD,"[""CRC64NVME""]",FULL_OBJECT,\r\n' % (when, etag)
+    )
+    # Columns without the checksum: it goes to the extra column, or nowhere.
+    extra = b'"{""ChecksumAlgorithm"":[""CRC64NVME""],""ChecksumType"":""FULL_OBJECT""}"'
+    assert object_csv_rows(later.lines, OBJECT_ROW_COLUMNS, True) == (
+        b"a,%s,%s,12,STANDARD,\r\n" % (when, etag)
+        + b"b,%s,%s,12,STANDARD,%s\r\n" % (when, etag, extra)
+    )
+    assert object_csv_rows(later.lines, OBJECT_ROW_COLUMNS, False) == (
+        b"a,%s,%s,12,STANDARD\r\n" % (when, etag) + b"b,%s,%s,12,STANDARD\r\n" % (when, etag)
+    )

@@ -21,6 +21,7 @@ import random
 import tempfile
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from asyncpager.streams import Stream
 from asyncpager.testing import Bucket, LocalEndpoint, Table
 from tests.test_cli import run
 from tests.test_convert import attribute_values, odd_numbers, scalar_values
-from tests.test_object_lines import TAKEN, finished_lines, generated_page
+from tests.test_object_lines import CHECKSUMS, TAKEN, finished_lines, generated_page
 from tests.test_parsers import both_ways, response_dict
 from tests.test_xml_run import _HEADERS, _KEY_CHARS
 
@@ -458,16 +459,25 @@ def test_objects_read_from_their_lines_write_what_botocores_objects_write(
     st.booleans(),
     st.randoms(use_true_random=False),
     st.integers(1, 5),
+    st.sampled_from(["none", "all", "some"]),
 )
-@settings(max_examples=100, deadline=None, database=None, suppress_health_check=FIXTURE)
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=FIXTURE)
 def test_generated_pages_read_from_lines_write_what_botocores_objects_write(
     tmp_path: Path,
     objects: list[tuple[str, str]],
     url_encoded: bool,
     rng: random.Random,
     limit: int,
+    checksums: str,
 ) -> None:
-    body = generated_page(objects, url_encoded, rng)
+    # Checksums as S3 lists them on every object written since it adds one,
+    # on some objects only, or (lower case, a type with a dash) as it does not.
+    sums: list[tuple[str, str] | None] | None = None
+    if checksums == "all":
+        sums = [rng.choice(CHECKSUMS[1:]) for _ in objects]
+    elif checksums == "some":
+        sums = [rng.choice(CHECKSUMS) for _ in objects]
+    body = generated_page(objects, url_encoded, rng, sums)
     columns = object_columns(body)
     if columns is None:
         return  # a character reference: the plain path writes botocore's objects
@@ -541,10 +551,22 @@ def test_pages_of_the_usual_shape_are_read_by_pyarrow(
     assert columns is not None
     write(tmp_path / "a.parquet", [columns])
     assert taken == []
-    # An object with a checksum algorithm (a list) is read as its record.
-    columns = object_columns(TAKEN["one checksum and its type"])
+    # Objects with their checksum algorithm (a list, written as its JSON
+    # text) are read by pyarrow too.
+    columns = object_columns(TAKEN["every object with its checksum"])
     assert columns is not None
     write(tmp_path / "b.parquet", [columns])
+    assert taken == []
+    # And where only some objects have one (the first one not).
+    columns = object_columns(TAKEN["one checksum and its type"])
+    assert columns is not None
+    write(tmp_path / "c.parquet", [columns])
+    assert taken == []
+    # A list pyarrow would read, but not as the records write it: records.
+    odd = TAKEN["every object with its checksum"].replace(b">CRC32C<", b">crc32c<")
+    columns = object_columns(odd)
+    assert columns is not None
+    write(tmp_path / "d.parquet", [columns])
     assert taken == [2]
 
 
@@ -587,3 +609,54 @@ def test_plain_records_make_the_csv_their_cells_make_one_by_one(
     ours = encoded(CsvSink(None, stream=io.BytesIO(), raw_formulas=raw_formulas), CsvSink.encode)
     theirs = encoded(CsvSink(None, stream=io.BytesIO(), raw_formulas=raw_formulas), rows_one_by_one)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_the_commands_exports_of_objects_with_checksums_are_boto3s_listing(
+    tmp_path: Path, share: float
+) -> None:
+    # S3 lists a checksum on every object written since it adds one itself:
+    # on all of a new bucket's, on some of an older one's. Each format takes
+    # its fast path from those lines, and writes the file boto3's listing
+    # makes. Where objects with and without one mix, the columns' order is
+    # the first page's: compared as sets.
+    with LocalEndpoint(buckets=[Bucket("sums", 2_500, "deep", 3, checksums=share)]) as ep:
+        for fmt in ("jsonl", "csv", "parquet"):
+            run(
+                "s3", "s3://sums", "--endpoint-url", ep.url, "--region", "us-east-1",
+                "-o", str(tmp_path / f"out.{fmt}"), "--shards", "4", "--workers", "1",
+            )  # fmt: skip
+        client = boto3.client(
+            "s3", region_name="us-east-1", endpoint_url=ep.url,
+            aws_access_key_id="a", aws_secret_access_key="b",
+        )  # fmt: skip
+        listing = [
+            obj
+            for p in client.get_paginator("list_objects_v2").paginate(Bucket="sums")
+            for obj in p.get("Contents", [])
+        ]
+    assert len(listing) == 2_500
+    assert sum("ChecksumAlgorithm" in o for o in listing) >= 1_000
+    lines = (tmp_path / "out.jsonl").read_bytes().splitlines(keepends=True)
+    assert sorted(lines) == sorted(plain_to_json_line(o) for o in listing)
+
+    reference = CsvSink(str(tmp_path / "ref.csv")).encode(listing).decode("utf-8")
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as written:
+        got = list(csv.reader(written))
+    want = list(csv.reader(io.StringIO(reference, newline="")))
+    assert len(got) == len(want) == 2_501
+    if share == 1.0:
+        assert got[0] == want[0]
+    assert sorted(got[0]) == sorted(want[0])
+    by_name = sorted(tuple(sorted(zip(got[0], row, strict=True))) for row in got[1:])
+    assert by_name == sorted(tuple(sorted(zip(want[0], row, strict=True))) for row in want[1:])
+
+    table = pq.read_table(tmp_path / "out.parquet")
+    expected = write(tmp_path / "want.parquet", [listing])
+    if share == 1.0:
+        assert table.schema.equals(expected.schema, check_metadata=True)
+    assert sorted(table.schema, key=lambda f: f.name) == sorted(
+        expected.schema, key=lambda f: f.name
+    )
+    key = itemgetter("Key")
+    assert sorted(table.to_pylist(), key=key) == sorted(expected.to_pylist(), key=key)

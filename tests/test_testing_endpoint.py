@@ -1050,6 +1050,7 @@ def test_command_line_options_build_the_config() -> None:
     args = parse_args(
         [
             "--bucket", "logs:1000:deep:4",
+            "--bucket", "new-logs:10:flat:0:0.5",
             "--table", "events:50:large",
             "--ec2", "us-east-1,eu-west-1:7",
             "--iam", "12",
@@ -1060,7 +1061,10 @@ def test_command_line_options_build_the_config() -> None:
         ]
     )  # fmt: skip
     config = build_config(args)
-    assert config.buckets == (Bucket("logs", 1000, "deep", 4),)
+    assert config.buckets == (
+        Bucket("logs", 1000, "deep", 4),
+        Bucket("new-logs", 10, "flat", 0, checksums=0.5),
+    )
     assert config.tables == (Table("events", 50, item_shape="large"),)
     assert config.ec2 == Ec2Fleet(("us-east-1", "eu-west-1"), 7)
     assert config.iam == IamUsers(12)
@@ -1079,6 +1083,8 @@ def test_command_line_options_build_the_config() -> None:
         lambda: Bucket("Bad_Name", 1),
         lambda: Bucket("ok-name", -1),
         lambda: Bucket("ok-name", 1, "zigzag"),  # type: ignore[arg-type]
+        lambda: Bucket("ok-name", 1, checksums=1.5),
+        lambda: Bucket("ok-name", 1, checksums=-0.1),
         lambda: Bucket.of_keys("ok-name", ["x" * 1025]),
         lambda: Table("t", 1),
         lambda: Table("table", 10, items_per_partition=5),
@@ -1103,7 +1109,8 @@ def test_public_names() -> None:
     ("argv", "said"),
     [
         (["--bucket", "b1:300"], "bucket 'b1:300': invalid S3 bucket name 'b1'"),
-        (["--bucket", "bench"], "bucket 'bench': expected NAME:COUNT[:SHAPE[:SEED]]"),
+        (["--bucket", "bench"], "bucket 'bench': expected NAME:COUNT[:SHAPE[:SEED[:CHECKSUMS]]]"),
+        (["--bucket", "bench:5:flat:0:2"], "bucket 'bench:5:flat:0:2': checksums is a share"),
         (["--bucket", "bench:many"], "bucket 'bench:many': invalid literal for int()"),
         (["--table", "t:10"], "table 't:10': invalid DynamoDB table name 't'"),
         (["--latency", "soon"], "latency 'soon': could not convert string to float"),
@@ -1161,3 +1168,37 @@ def test_the_commands_usage_names_the_command_it_was_run_as(
         .splitlines()[-1]
         .startswith("python -m asyncpager.testing: error:")
     )
+
+
+def test_checksums_are_listed_on_the_share_of_objects_asked_for() -> None:
+    # S3 lists the checksum it adds to every object written since 2025: a
+    # bucket of new objects has one on each, an older bucket on some. The
+    # rest of each object is the same whatever the share.
+    buckets = [
+        Bucket(f"share-{i}", 3_000, "deep", 7, checksums=s) for i, s in enumerate((0, 0.5, 1))
+    ]
+    with LocalEndpoint(buckets=buckets) as endpoint:
+        s3 = make_client(endpoint.url, "s3")
+        listings = [
+            [
+                o
+                for p in s3.get_paginator("list_objects_v2").paginate(Bucket=b.name)
+                for o in p["Contents"]
+            ]
+            for b in buckets
+        ]
+    none, half, every = listings
+    assert not any("ChecksumAlgorithm" in o or "ChecksumType" in o for o in none)
+    assert all(o["ChecksumAlgorithm"] in (["CRC64NVME"], ["CRC32C"], ["SHA256"]) for o in every)
+    assert all(o["ChecksumType"] in ("FULL_OBJECT", "COMPOSITE") for o in every)
+    usual = sum(o["ChecksumAlgorithm"] == ["CRC64NVME"] for o in every)
+    assert 0.8 * len(every) < usual < len(every)
+    with_one = sum("ChecksumAlgorithm" in o for o in half)
+    assert 0.4 * len(half) < with_one < 0.6 * len(half)
+    assert all(("ChecksumAlgorithm" in o) == ("ChecksumType" in o) for o in half)
+    bare = [
+        [{k: v for k, v in o.items() if not k.startswith("Checksum")} for o in listing]
+        for listing in listings
+    ]
+    assert bare[0] == bare[1] == bare[2]
+    assert len(bare[0]) == 3_000

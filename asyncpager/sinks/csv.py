@@ -48,7 +48,7 @@ from asyncpager.convert import (
     to_jsonable,
 )
 from asyncpager.errors import ConfigurationError
-from asyncpager.item_lines import OBJECT_ROW_COLUMNS, ObjectRows, object_csv_rows
+from asyncpager.item_lines import ObjectRows, object_csv_rows, object_row_columns
 from asyncpager.sinks._base import ByteSink
 
 __all__ = ["CsvSink"]
@@ -251,23 +251,23 @@ class CsvSink(ByteSink):
         return list(zip(*cells, strict=True)) if cells else [()] * len(records)
 
     def _object_rows(self, objects: ObjectRows) -> bytes | None:
-        """S3 objects of the usual shape written straight from their lines
+        """S3 objects of the usual shape, with or without their checksum,
+        written straight from their lines
         (:func:`~asyncpager.item_lines.object_csv_rows`), header first if
         none was written: the bytes the records would make. ``None`` when
         the columns are not theirs or a line is not of that shape; nothing
         is changed then."""
-        wanted = list(OBJECT_ROW_COLUMNS)
         if self._columns is not None:
-            if self._columns != wanted:
-                return None
-            return object_csv_rows(objects.lines, self._extra is not None)
-        if self._given is not None and list(self._given) != wanted:
-            return None
+            return object_csv_rows(objects.lines, self._columns, self._extra is not None)
+        if self._given is not None:
+            wanted = list(self._given)
+        else:
+            wanted = list(object_row_columns(objects.lines))
         extra = self._extra_name
         if extra is not None:
             while extra in wanted:
                 extra += "_"
-        rows = object_csv_rows(objects.lines, extra is not None)
+        rows = object_csv_rows(objects.lines, wanted, extra is not None)
         if rows is None:
             return None
         buffer = io.StringIO()

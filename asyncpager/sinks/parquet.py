@@ -300,10 +300,22 @@ _OBJECT_KINDS = {
     "Key": "string",
     "LastModified": "timestamp_utc",
     "ETag": "string",
+    # A list: its JSON text, as the records' lists are written.
+    "ChecksumAlgorithm": "json",
     "ChecksumType": "string",
     "Size": "int64",
     "StorageClass": "string",
 }
+
+
+#: The one member of the usual shape that is a list.
+_ALGORITHMS = "ChecksumAlgorithm"
+#: The members an object may have when the page's first has not, and how
+#: each is written in a line (a key's quotes are escaped in it).
+_LATER_MEMBERS = (
+    (_ALGORITHMS, b',"ChecksumAlgorithm":['),
+    ("ChecksumType", b',"ChecksumType":"'),
+)
 
 
 # -- DynamoDB items as sent ------------------------------------------------------
@@ -825,6 +837,11 @@ class ParquetSink:
         if end < 0:
             return None
         names = list(json.loads(lines[:end]))
+        # Objects with and without a checksum on one page: the records'
+        # columns are the first's members, then those that come later.
+        for name, marker in _LATER_MEMBERS:
+            if name not in names and marker in lines:
+                names.append(name)
         for name in names:
             kind = _OBJECT_KINDS.get(name)
             if (
@@ -839,7 +856,11 @@ class ParquetSink:
                 return None
         pa = self._pa
         pa_json = importlib.import_module("pyarrow.json")
-        schema = pa.schema([(n, self._arrow_type(_OBJECT_KINDS[n])) for n in names])
+        # The list is read as a list, and made its text below.
+        listed = pa.list_(pa.string())
+        schema = pa.schema(
+            [(n, listed if n == _ALGORITHMS else self._arrow_type(_OBJECT_KINDS[n])) for n in names]
+        )
         try:
             table = pa_json.read_json(
                 io.BytesIO(lines),
@@ -852,7 +873,29 @@ class ParquetSink:
         except pa.ArrowException:
             # A member in some object only, a size beyond 64 bits.
             return None
-        return table if table.num_rows == count else None
+        if table.num_rows != count:
+            return None
+        if _ALGORITHMS in names:
+            index = table.column_names.index(_ALGORITHMS)
+            text = self._algorithms_text(table.column(index))
+            if text is None:
+                return None
+            table = table.set_column(index, _ALGORITHMS, text)
+        return table
+
+    def _algorithms_text(self, lists: Any) -> Any:
+        """The JSON text of each object's list of checksum algorithms (null
+        where it has none), as the records' lists are written: in C, for
+        lists of one name in capitals and digits, as S3 lists them (anything
+        else, ``None``, for the records to be written instead)."""
+        pc = importlib.import_module("pyarrow.compute")
+        lengths = pc.list_value_length(lists)
+        if pc.any(pc.not_equal(lengths, 1), min_count=0).as_py():
+            return None
+        names = pc.list_element(lists, 0)
+        if not pc.all(pc.match_substring_regex(names, "^[A-Z0-9]+$"), min_count=0).as_py():
+            return None
+        return pc.binary_join_element_wise('["', names, '"]', "")
 
     def _outside(
         self,

@@ -63,7 +63,8 @@ def _bucket(text: str) -> Bucket:
     if shape not in get_args(KeyShape):
         raise argparse.ArgumentTypeError(f"unknown shape {shape!r}")
     seed = int(rest[1]) if len(rest) > 1 else 0
-    return Bucket(name, int(count), cast(KeyShape, shape), seed)
+    checksums = float(rest[2]) if len(rest) > 2 else 0.0
+    return Bucket(name, int(count), cast(KeyShape, shape), seed, checksums=checksums)
 
 
 def _table(text: str) -> Table:
@@ -126,11 +127,14 @@ def parse_args(
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(
         "--bucket",
-        type=_spec(_bucket, "bucket", "NAME:COUNT[:SHAPE[:SEED]]"),
+        type=_spec(_bucket, "bucket", "NAME:COUNT[:SHAPE[:SEED[:CHECKSUMS]]]"),
         action="append",
         default=[],
-        metavar="NAME:COUNT[:SHAPE[:SEED]]",
-        help="SHAPE: flat, deep, hot or unicode",
+        metavar="NAME:COUNT[:SHAPE[:SEED[:CHECKSUMS]]]",
+        help=(
+            "SHAPE: flat, deep, hot or unicode; CHECKSUMS: the share of objects "
+            "listed with the checksum S3 adds to new objects (0 to 1, default 0)"
+        ),
     )
     parser.add_argument(
         "--table",

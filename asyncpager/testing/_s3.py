@@ -66,14 +66,18 @@ _STORAGE = ["STANDARD"] * 90 + ["STANDARD_IA"] * 5 + ["GLACIER"] * 3 + ["INTELLI
 
 
 class _ObjectMeta:
-    """Size, ETag, LastModified and StorageClass for each of 4096 slots.
+    """Size, ETag, LastModified, StorageClass and any checksum for each of
+    4096 slots.
 
     Object ``i`` takes slot ``(i + offset) mod 4096`` of a shuffled table:
     deterministic, and a page's tails are one slice of the table.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, checksums: float = 0.0) -> None:
         rng = random.Random(f"s3meta:{seed}")
+        # Drawn apart, so that a bucket without checksums is served as it
+        # was before they could be asked for.
+        sums = random.Random(f"s3checksums:{seed}")
         self.offset = rng.randrange(_SLOTS)
         self.sizes: list[int] = []
         self.tails: list[bytes] = []
@@ -83,9 +87,10 @@ class _ObjectMeta:
             size = 0 if rng.random() < 0.01 else int(2 ** rng.uniform(4, 31))
             etag = f"{rng.getrandbits(128):032x}"
             modified = iso_ms(1_704_067_200 + rng.uniform(0, 2 * 365 * 86400))
+            checksum = _checksum(sums) if sums.random() < checksums else ""
             head = (
                 f"</Key><LastModified>{modified}</LastModified>"
-                f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>"
+                f"<ETag>&quot;{etag}&quot;</ETag>{checksum}<Size>{size}</Size>"
             ).encode()
             storage = f"<StorageClass>{rng.choice(_STORAGE)}</StorageClass></Contents>".encode()
             self.sizes.append(size)
@@ -102,13 +107,27 @@ class _ObjectMeta:
         return (i + self.offset) & (_SLOTS - 1)
 
 
+def _checksum(rng: random.Random) -> str:
+    """The checksum members of one object, in the order S3 lists them:
+    mostly the CRC64NVME S3 adds itself, now and then one a client chose
+    (COMPOSITE for a multipart upload's)."""
+    roll = rng.random()
+    if roll < 0.9:
+        algorithm, kind = "CRC64NVME", "FULL_OBJECT"
+    elif roll < 0.95:
+        algorithm, kind = "CRC32C", "COMPOSITE"
+    else:
+        algorithm, kind = "SHA256", "COMPOSITE"
+    return f"<ChecksumAlgorithm>{algorithm}</ChecksumAlgorithm><ChecksumType>{kind}</ChecksumType>"
+
+
 class _S3Bucket:
     def __init__(self, spec: Bucket) -> None:
         self.spec = spec
         self.name = spec.name
         self.name_xml = xml_escape(spec.name).encode()
         self.keys: KeySpace = key_space(spec)
-        self.meta = _ObjectMeta(spec.seed)
+        self.meta = _ObjectMeta(spec.seed, spec.checksums)
         self.directory = is_directory_bucket(spec.name)
         self._ranges: dict[str, tuple[int, int]] = {}
 

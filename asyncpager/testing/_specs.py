@@ -115,6 +115,12 @@ class Bucket:
     #: Requester pays: a request without ``x-amz-request-payer: requester``
     #: is refused (403 ``AccessDenied``), as S3 refuses anyone but the owner.
     requester_pays: bool = False
+    #: The share of objects (0 to 1) listed with the checksum S3 has added
+    #: to every object written since 2025 (``ChecksumAlgorithm`` CRC64NVME,
+    #: ``ChecksumType`` FULL_OBJECT; a few with another algorithm): a bucket
+    #: written this year lists it on every object, an older one on its
+    #: newer objects only. 0 lists none, as before.
+    checksums: float = 0.0
 
     def __post_init__(self) -> None:
         if not _BUCKET_NAME.match(self.name) or ".." in self.name:
@@ -123,6 +129,8 @@ class Bucket:
             raise ValueError(f"unknown key shape {self.shape!r}")
         if self.count < 0:
             raise ValueError("count must be >= 0")
+        if not 0.0 <= self.checksums <= 1.0:
+            raise ValueError(f"checksums is a share of the objects, 0 to 1: {self.checksums}")
         if self.keys is not None:
             keys = tuple(self.keys)
             for key in keys:
