@@ -3,7 +3,7 @@
     python -m benchmarks.export_figures [--keys 300000] [--items 100000] [--latency 0.05]
                                         [--rounds 2] [--boto3] [--output jsonl|csv|jsonl.gz ...]
                                         [--only s3|dynamodb] [--workers N]
-                                        [--dynamodb-json]
+                                        [--dynamodb-json] [--checksums SHARE]
 
 For S3 (one bucket, keys in a folder tree) and DynamoDB (a parallel scan of
 items of a dozen attribute types), each round runs, one after the other:
@@ -18,6 +18,10 @@ items of a dozen attribute types), each round runs, one after the other:
   JSON as it came (with ``--workers N`` too);
 * optionally (``--boto3``) the sync boto3 paginator, the baseline of the
   issue's targets, on a smaller bucket and table of the same shapes.
+
+``--checksums SHARE`` lists that share of the S3 objects with the checksum
+S3 has added to every object written since 2025, as a newer bucket lists
+them (1: every object; the default, 0, lists none).
 
 The endpoint runs in its own process on core 0, every other client on core 1.
 It keeps the pages it renders (``--endpoint-cache-mb``, by default enough
@@ -221,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="also run the command with this many workers, unpinned (items/s from its wall)",
     )
+    parser.add_argument(
+        "--checksums",
+        type=float,
+        default=0.0,
+        help="the share of S3 objects listed with the checksum S3 adds to new ones (0 to 1)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.checksums <= 1.0:
+        parser.error(f"--checksums is a share of the objects, 0 to 1: {args.checksums}")
     compile_asyncpager()
     outputs = args.output or ["jsonl"]
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -233,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as directory,
         spawn_endpoint(
             buckets=[
-                Bucket("bench", args.keys, "deep"),
-                Bucket("bench-one", 1, "deep"),
-                Bucket("bench-small", small_keys, "deep"),
+                Bucket("bench", args.keys, "deep", checksums=args.checksums),
+                Bucket("bench-one", 1, "deep", checksums=args.checksums),
+                Bucket("bench-small", small_keys, "deep", checksums=args.checksums),
             ],
             tables=[
                 Table("bench", args.items, item_shape="mixed"),
