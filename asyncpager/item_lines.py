@@ -492,7 +492,7 @@ def _object_lines(parts: list[bytes], width: int, checksums: bool, decode: bool)
     """The lines of a run split by the object pattern; ``decode``: its keys
     URL-decoded as botocore decodes them."""
     if decode:
-        parts[1::width] = [_decoded_key(key) for key in parts[1::width]]
+        parts[1::width] = _decoded_keys(parts[1::width])
     fields = parts[1::width], *(parts[i::width] for i in range(2, width))
     objects = zip(*fields, strict=True)
     if not checksums:
@@ -515,6 +515,30 @@ def _decoded_key(key: bytes) -> bytes:
     """A URL-encoded key as botocore decodes it (``unquote_plus``), as the
     JSON writer writes it (between its quotes)."""
     return plain_to_json(unquote_plus(key.decode("utf-8")))[1:-1]
+
+
+#: A character the JSON writer escapes, but a line break (see _decoded_keys).
+_JSON_ESCAPED = re.compile(r'[\x00-\x09\x0b-\x1f"\\]')
+
+
+def _decoded_keys(keys: list[bytes]) -> list[bytes]:
+    """:func:`_decoded_key` of each of a page's keys.
+
+    Where S3 encodes every key (a folder named ``year=2024`` is
+    ``year%3D2024``), one call per key cost about 4 us, as much as the rest
+    of the key's line. The keys are decoded in one call instead, joined by
+    line breaks: an encoded key holds none (S3 writes one as ``%0A``), and
+    ``unquote_plus`` decodes each run of escapes on its own, so that no
+    escape reaches across a break. Keys that decode to a line break are
+    decoded one by one; keys the JSON writer would escape are written by
+    it, one by one."""
+    joined = b"\n".join(keys)
+    if b"%0A" in joined or b"%0a" in joined:
+        return [_decoded_key(key) for key in keys]
+    text = unquote_plus(joined.decode("utf-8"))
+    if _JSON_ESCAPED.search(text) is not None:
+        return [plain_to_json(key)[1:-1] for key in text.split("\n")]
+    return text.encode("utf-8").split(b"\n")
 
 
 def _checksum_line(fields: tuple[bytes, ...]) -> bytes:

@@ -86,6 +86,7 @@ def ep() -> Iterator[LocalEndpoint]:
             Bucket("deep", 3000, "deep", seed=2),
             Bucket("hot", 1000, "hot"),
             Bucket("uni", 1200, "unicode"),
+            Bucket("hive", 2600, "hive", seed=4),
             Bucket("huge", 100_000_000, "flat"),
             Bucket("hugedeep", 100_000_000, "deep"),
             Bucket.of_keys("awkward", AWKWARD),
@@ -162,7 +163,8 @@ def test_pages_follow_max_keys_and_keys_are_in_byte_order(ep: LocalEndpoint) -> 
 
 
 @pytest.mark.parametrize(
-    ("bucket", "count"), [("flat", 2500), ("deep", 3000), ("hot", 1000), ("uni", 1200)]
+    ("bucket", "count"),
+    [("flat", 2500), ("deep", 3000), ("hot", 1000), ("uni", 1200), ("hive", 2600)],
 )
 def test_every_shape_is_sorted_unique_and_deterministic(
     ep: LocalEndpoint, listed: Callable[[str], list[str]], bucket: str, count: int
@@ -182,6 +184,24 @@ def test_unicode_shape_orders_by_utf8_not_utf16(listed: Callable[[str], list[str
     assert utf16 != flat, "the shape must tell UTF-8 order from UTF-16 order"
 
 
+def test_hive_shape_is_a_table_partitioned_by_day_and_hour(
+    ep: LocalEndpoint, listed: Callable[[str], list[str]]
+) -> None:
+    keys = listed("hive")
+    folders = sorted({k.rsplit("/", 1)[0] for k in keys})
+    # 2,600 keys: 10 files an hour, 260 hours from the first day on.
+    assert len(folders) == 260
+    table = folders[0].split("/")[0]
+    assert folders[0] == f"{table}/dt=2023-01-01/hour=00"
+    assert folders[-1] == f"{table}/dt=2023-01-11/hour=19"
+    assert all(k.endswith(".c000.snappy.parquet") for k in keys)
+    # Asked to URL-encode, S3 writes each "=" as %3D; botocore decodes it.
+    s3 = make_client(ep.url, "s3")
+    raw = s3.list_objects_v2(Bucket="hive", EncodingType="url", MaxKeys=3)
+    assert [o["Key"] for o in raw["Contents"]] == [quote(k, safe="/") for k in keys[:3]]
+    assert all("%3D" in o["Key"] for o in raw["Contents"])
+
+
 def test_seed_changes_flat_keys() -> None:
     with LocalEndpoint(buckets=[Bucket("one", 50, seed=1), Bucket("two", 50, seed=2)]) as ep:
         s3 = make_client(ep.url, "s3")
@@ -190,7 +210,7 @@ def test_seed_changes_flat_keys() -> None:
     assert [o["Key"] for o in one] != [o["Key"] for o in two]
 
 
-@pytest.mark.parametrize("bucket", ["flat", "deep", "hot", "uni", "awkward"])
+@pytest.mark.parametrize("bucket", ["flat", "deep", "hot", "uni", "hive", "awkward"])
 def test_start_after_starts_right_after(
     ep: LocalEndpoint, listed: Callable[[str], list[str]], bucket: str
 ) -> None:
@@ -220,6 +240,9 @@ def test_start_after_starts_right_after(
         ("uni", "", "/", 5),
         ("uni", " /", "/", 7),
         ("uni", "", "a b", 50),
+        ("hive", "", "/", 1000),
+        ("hive", "", "=", 3),
+        ("hive", "events/dt=2023-01-02/", "/", 7),
         ("flat", "", "/", 1000),
         ("flat", "0", "", 100),
         ("awkward", "", "/", 2),

@@ -132,7 +132,7 @@ def parse_args(
         default=[],
         metavar="NAME:COUNT[:SHAPE[:SEED[:CHECKSUMS]]]",
         help=(
-            "SHAPE: flat, deep, hot or unicode; CHECKSUMS: the share of objects "
+            "SHAPE: flat, deep, hot, unicode or hive; CHECKSUMS: the share of objects "
             "listed with the checksum S3 adds to new objects (0 to 1, default 0)"
         ),
     )

@@ -20,6 +20,7 @@ the hot loop of the server.
 from __future__ import annotations
 
 import bisect
+import datetime as _dt
 import random
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
@@ -202,7 +203,39 @@ class FlatKeys(KeySpace):
         return out
 
 
-class DeepKeys(KeySpace):
+class _FolderKeys(KeySpace):
+    """Keys that are a folder's name and then one of ``leaf`` files' names,
+    the same files in every folder: key ``i`` is file ``i % leaf`` of folder
+    ``i // leaf``, and a page is a few folders' shared heads and slices of
+    the files' names."""
+
+    leaf: int
+    _files: list[str]
+    _file_bytes: list[bytes]
+
+    def _folder(self, f: int) -> str:
+        raise NotImplementedError
+
+    def _head(self, f: int, url: bool) -> bytes:
+        """Folder ``f``'s name as XML-ready bytes (URL-encoded when ``url``)."""
+        raise NotImplementedError
+
+    def key(self, i: int) -> str:
+        f, j = divmod(i, self.leaf)
+        return self._folder(f) + self._files[j]
+
+    def groups(self, lo: int, hi: int, url: bool) -> Groups:
+        out: Groups = []
+        i = lo
+        while i < hi:
+            f, j = divmod(i, self.leaf)
+            stop = min(hi, (f + 1) * self.leaf)
+            out.append((self._head(f, url), self._file_bytes[j : j + stop - i]))
+            i = stop
+        return out
+
+
+class DeepKeys(_FolderKeys):
     """``kq/bd/ra/obj-042.json``: a tree of 16 names per level.
 
     Leaf folders hold ``count // 256`` objects, between 10 and 1000, so a small
@@ -234,19 +267,9 @@ class DeepKeys(KeySpace):
             text = self._folders[f] = "".join(names[int(d, 16)] + "/" for d in digits)
         return text
 
-    def key(self, i: int) -> str:
-        f, j = divmod(i, self.leaf)
-        return self._folder(f) + self._files[j]
-
-    def groups(self, lo: int, hi: int, url: bool) -> Groups:
-        out: Groups = []
-        i = lo
-        while i < hi:
-            f, j = divmod(i, self.leaf)
-            stop = min(hi, (f + 1) * self.leaf)
-            out.append((self._folder(f).encode(), self._file_bytes[j : j + stop - i]))
-            i = stop
-        return out
+    def _head(self, f: int, url: bool) -> bytes:
+        # Letters, digits and "/": the same URL-encoded.
+        return self._folder(f).encode()
 
 
 class HotKeys(KeySpace):
@@ -390,11 +413,41 @@ class UnicodeKeys(KeySpace):
         return out
 
 
+class HiveKeys(_FolderKeys):
+    """``events/dt=2023-01-01/hour=07/part-00042-5f3a9c1e.c000.snappy.parquet``:
+    a data lake's table, partitioned by day and hour in Hive's ``name=value``
+    folders (S3 writes each ``=`` of a key it URL-encodes as ``%3D``, as
+    botocore asks it to). An hour holds ``count // 1000`` files, 10 to 100;
+    the days run on from 2023-01-01.
+    """
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.count = count
+        self.leaf = min(100, max(10, count // 1000))
+        rng = random.Random(f"hive:{seed}")
+        self._table = rng.choice(("events", "clicks", "orders", "sessions"))
+        job = f"{rng.getrandbits(32):08x}"  # the run that wrote the files
+        self._files = [f"part-{j:05d}-{job}.c000.snappy.parquet" for j in range(self.leaf)]
+        self._file_bytes = [f.encode() for f in self._files]
+        self._first_day = _dt.date(2023, 1, 1).toordinal()
+        self.alphabet = frozenset("abcdefghijklmnopqrstuvwxyz0123456789/=-._")
+
+    def _folder(self, f: int) -> str:
+        day, hour = divmod(f, 24)
+        when = _dt.date.fromordinal(self._first_day + day).isoformat()
+        return f"{self._table}/dt={when}/hour={hour:02d}/"
+
+    def _head(self, f: int, url: bool) -> bytes:
+        # The files' names are the same either way; the folders' "=" not.
+        return _render(self._folder(f), url)
+
+
 _SHAPES: dict[str, Callable[[int, int], KeySpace]] = {
     "flat": FlatKeys,
     "deep": DeepKeys,
     "hot": HotKeys,
     "unicode": UnicodeKeys,
+    "hive": HiveKeys,
 }
 
 

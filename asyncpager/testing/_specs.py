@@ -27,7 +27,7 @@ __all__ = [
     "Throttle",
 ]
 
-KeyShape = Literal["flat", "deep", "hot", "unicode"]
+KeyShape = Literal["flat", "deep", "hot", "unicode", "hive"]
 """How a generated bucket's keys look.
 
 ``flat``
