@@ -2,8 +2,9 @@
 
     .venv/bin/python -m tests.crash_soak [--seconds 600] [--seed N]
 
-Each round draws an export (S3 buckets of four key shapes and a directory
-bucket, whose keys come in no order, DynamoDB tables,
+Each round draws an export (S3 buckets of five key shapes, some of their
+objects listed with a checksum, and a directory bucket, whose keys come in
+no order, DynamoDB tables,
 EC2 instances in three regions or IAM users; one or two workers, or a local
 Dask cluster; JSON Lines, gzip, zstd, Parquet or CSV; page sizes, shards,
 segments, rates, commit intervals; S3 folders rolled up or a snapshot),
@@ -57,7 +58,9 @@ BUCKETS = [
     Bucket("soak-deep", 6000, "deep"),
     Bucket("soak-flat", 5000, "flat"),
     Bucket("soak-unicode", 4000, "unicode"),
-    Bucket("soak-hot", 5000, "hot"),
+    # Listed with the checksum S3 adds to new objects: on all, on some.
+    Bucket("soak-hot", 5000, "hot", checksums=1.0),
+    Bucket("soak-hive", 4000, "hive", checksums=0.5),
     Bucket("soak--use1-az4--x-s3", 3000, "deep"),
 ]
 TABLES = [
