@@ -409,12 +409,13 @@ class LabelledLines(EncodedLines):
 
 # The element shapes the text path takes: ListObjectsV2's ``Contents`` with
 # the members S3 sends unasked, in the model's order, with or without one
-# checksum algorithm and its type. ``LastModified`` is matched once it has
-# been rewritten as ISO 8601 (below); a size is an integer as written.
+# checksum algorithm and its type. ``LastModified`` is matched as S3 writes
+# it, with milliseconds, and rewritten as ISO 8601 after the split (below);
+# a size is an integer as written.
 _TEXT = rb"([^<]*)"
 _ISO = (
     rb"([0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{3}000)?\+00:00)"
+    rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3})Z"
 )
 _HEAD = rb"<Contents><Key>" + _TEXT + rb"</Key><LastModified>" + _ISO + rb"</LastModified>"
 _HEAD += rb"<ETag>" + _TEXT + rb"</ETag>"
@@ -425,9 +426,9 @@ _CHECKSUM_OBJECT = re.compile(
     + rb"(?:<ChecksumAlgorithm>([^<]+)</ChecksumAlgorithm><ChecksumType>([^<]+)</ChecksumType>)?"
     + _TAIL
 )
-_PLAIN_LINE = b'{"Key":"%s","LastModified":"%s","ETag":"%s","Size":%s,"StorageClass":"%s"}\n'
+_PLAIN_LINE = b'{"Key":"%s","LastModified":"%s+00:00","ETag":"%s","Size":%s,"StorageClass":"%s"}\n'
 _CHECKSUM_LINE = (
-    b'{"Key":"%s","LastModified":"%s","ETag":"%s","ChecksumAlgorithm":["%s"],'
+    b'{"Key":"%s","LastModified":"%s+00:00","ETag":"%s","ChecksumAlgorithm":["%s"],'
     b'"ChecksumType":"%s","Size":%s,"StorageClass":"%s"}\n'
 )
 
@@ -471,10 +472,6 @@ def object_lines(run: bytes, references: int = 2, *, url_encoded: bool) -> Objec
             text = text.replace(raw, escaped)
     # S3 quotes every ETag.
     text = text.replace(b"&quot;", b'\\"')
-    # isoformat() of the UTC datetime: six digits of a fraction, none of a
-    # zero one.
-    text = text.replace(b".000Z</LastModified>", b"+00:00</LastModified>")
-    text = text.replace(b"Z</LastModified>", b"000+00:00</LastModified>")
     # One pass reads every element; nothing may lie between two of them.
     checksums = b"<ChecksumType>" in text
     pattern = _CHECKSUM_OBJECT if checksums else _PLAIN_OBJECT
@@ -483,6 +480,12 @@ def object_lines(run: bytes, references: int = 2, *, url_encoded: bool) -> Objec
     if any(parts[::width]):
         return None
     count = len(parts) // width
+    # isoformat() of the UTC datetime (the lines' format adds "+00:00"):
+    # six digits of a fraction, none of a zero one. Rewritten here, field
+    # by field, not in the text: two passes over it cost three times more.
+    parts[2::width] = [
+        when[:-4] if when.endswith(b".000") else when + b"000" for when in parts[2::width]
+    ]
     if pending:
         return ObjectLines(None, count, partial(_object_lines, parts, width, checksums))
     return ObjectLines(_object_lines(parts, width, checksums, False), count)
