@@ -418,7 +418,8 @@ _ISO = (
     rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3})Z"
 )
 _HEAD = rb"<Contents><Key>" + _TEXT + rb"</Key><LastModified>" + _ISO + rb"</LastModified>"
-_HEAD += rb"<ETag>" + _TEXT + rb"</ETag>"
+# S3 quotes every ETag: the quotes are the lines' own.
+_HEAD += rb"<ETag>&quot;([^<&]*)&quot;</ETag>"
 _TAIL = rb"<Size>(0|[1-9][0-9]{0,17})</Size><StorageClass>" + _TEXT + rb"</StorageClass></Contents>"
 _PLAIN_OBJECT = re.compile(_HEAD + _TAIL)
 _CHECKSUM_OBJECT = re.compile(
@@ -426,9 +427,11 @@ _CHECKSUM_OBJECT = re.compile(
     + rb"(?:<ChecksumAlgorithm>([^<]+)</ChecksumAlgorithm><ChecksumType>([^<]+)</ChecksumType>)?"
     + _TAIL
 )
-_PLAIN_LINE = b'{"Key":"%s","LastModified":"%s+00:00","ETag":"%s","Size":%s,"StorageClass":"%s"}\n'
+_PLAIN_LINE = (
+    b'{"Key":"%s","LastModified":"%s+00:00","ETag":"\\"%s\\"","Size":%s,"StorageClass":"%s"}\n'
+)
 _CHECKSUM_LINE = (
-    b'{"Key":"%s","LastModified":"%s+00:00","ETag":"%s","ChecksumAlgorithm":["%s"],'
+    b'{"Key":"%s","LastModified":"%s+00:00","ETag":"\\"%s\\"","ChecksumAlgorithm":["%s"],'
     b'"ChecksumType":"%s","Size":%s,"StorageClass":"%s"}\n'
 )
 
@@ -470,8 +473,6 @@ def object_lines(run: bytes, references: int = 2, *, url_encoded: bool) -> Objec
     for raw, escaped in ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\t", b"\\t"), (b"\n", b"\\n")):
         if raw in text:
             text = text.replace(raw, escaped)
-    # S3 quotes every ETag.
-    text = text.replace(b"&quot;", b'\\"')
     # One pass reads every element; nothing may lie between two of them.
     checksums = b"<ChecksumType>" in text
     pattern = _CHECKSUM_OBJECT if checksums else _PLAIN_OBJECT
@@ -509,8 +510,8 @@ def _object_lines(parts: list[bytes], width: int, checksums: bool, decode: bool)
     # References last, "&amp;" after the others ("&amp;lt;" is the text
     # "&lt;"). Decoded keys had none, and may hold an "&" of their own.
     if not decode and b"&" in lines:
-        lines = lines.replace(b"&apos;", b"'").replace(b"&lt;", b"<").replace(b"&gt;", b">")
-        lines = lines.replace(b"&amp;", b"&")
+        lines = lines.replace(b"&quot;", b'\\"').replace(b"&apos;", b"'")
+        lines = lines.replace(b"&lt;", b"<").replace(b"&gt;", b">").replace(b"&amp;", b"&")
     return lines
 
 

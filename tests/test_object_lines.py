@@ -172,6 +172,10 @@ DECLINED = {
     "six digits of fraction": page(element("a", "2024-05-01T10:20:30.000100Z")),
     "a thirteenth month": page(element("a", "2024-13-01T10:20:30.123Z")),
     "a size with a leading zero": page(element("a").replace("<Size>12", "<Size>012")),
+    "an ETag without its quotes": page(element("a").replace("&quot;", "")),
+    "an ETag with a reference inside its quotes": page(
+        element("a").replace("0123456789abcdef", "01&amp;23")
+    ),
     "no storage class": page(element("a").replace("<StorageClass>STANDARD</StorageClass>", "")),
     "space between elements": page(element("a"), " ", element("b")),
 }
