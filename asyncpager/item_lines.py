@@ -744,22 +744,20 @@ OBJECT_CHECKSUM_COLUMNS = (*OBJECT_ROW_COLUMNS[:3], *_CHECKSUM_COLUMNS, *OBJECT_
 #: One such line whose cells a CSV writer would write as they are: a key
 #: with no escape, quote or comma and no formula's first character (the
 #: only cells the writer would quote or the sink guard), a quoted ETag of
-#: hex digits and dashes (always quoted, its quotes doubled), digits, a
-#: storage class in capitals.
+#: hex digits and dashes (always quoted, its quotes doubled), with or
+#: without one checksum algorithm (capitals and digits) and its type,
+#: digits, a storage class in capitals.
 _ROW_KEY = rb'\{"Key":"((?![=+\-@])[^"\\,]*)","LastModified":"([0-9T:.+\-]+)",'
 _ROW_ETAG = rb'"ETag":"\\"([0-9a-fA-F\-]*)\\"",'
 _ROW_TAIL = rb'"Size":([0-9]+),"StorageClass":"([A-Z_]+)"\}\n'
-_PLAIN_OBJECT_LINE = re.compile(_ROW_KEY + _ROW_ETAG + _ROW_TAIL)
-#: The same with or without one checksum algorithm (capitals and digits)
-#: and its type.
-_CHECKSUM_OBJECT_LINE = re.compile(
+_OBJECT_ROW_LINE = re.compile(
     _ROW_KEY
     + _ROW_ETAG
     + rb'(?:"ChecksumAlgorithm":\["([A-Z0-9]+)"\],"ChecksumType":"([A-Z_]+)",)?'
     + _ROW_TAIL
 )
 #: Each column's cell in a row, and the groups of the line's pattern
-#: (``_CHECKSUM_OBJECT_LINE``'s, numbered from 0) it is made of.
+#: (``_OBJECT_ROW_LINE``'s, numbered from 0) it is made of.
 _CELLS: dict[str, tuple[bytes, tuple[int, ...]]] = {
     "Key": (b"%s", (0,)),
     "LastModified": (b"%s", (1,)),
@@ -810,7 +808,8 @@ def _row_shapes(columns: tuple[str, ...], extra: bool) -> tuple[_RowShape, _RowS
 
     def shape(cells: list[tuple[bytes, tuple[int, ...]]]) -> _RowShape:
         groups = tuple(g for _, each in cells for g in each)
-        fields = itemgetter(*groups) if len(groups) > 1 else lambda row: (row[groups[0]],)
+        # Every layout has five cells at least: itemgetter gives a tuple.
+        fields = itemgetter(*groups)
         return _RowShape(b",".join(cell for cell, _ in cells) + b"\r\n", fields, groups)
 
     plain = [_EMPTY if c in _CHECKSUM_COLUMNS else _CELLS[c] for c in columns]
@@ -828,12 +827,12 @@ def object_csv_rows(lines: ObjectLines, columns: Sequence[str], extra: bool) -> 
     from the fields one split of the page read; ``None`` unless the columns
     are those the lines' records make (``_ROW_LAYOUTS``) and every object is
     a line of the usual shape, with or without its checksum, whose cells
-    need no quoting or guard (see ``_PLAIN_OBJECT_LINE``), for the sink to
+    need no quoting or guard (see ``_OBJECT_ROW_LINE``), for the sink to
     write the records itself."""
     layout = tuple(columns)
     if layout not in _ROW_LAYOUTS:
         return None
-    pattern = _CHECKSUM_OBJECT_LINE
+    pattern = _OBJECT_ROW_LINE
     parts = pattern.split(lines.lines)
     width = pattern.groups + 1
     # Nothing may lie between two lines read.
