@@ -149,6 +149,10 @@ TAKEN = {
             "<ChecksumType>COMPOSITE</ChecksumType>",
         ),
     ),
+    "a multipart upload's ETag, and an empty one": page(
+        element("a").replace("0123456789abcdef", "d41d8cd98f00b204e9800998ecf8427e-12"),
+        element("b").replace("0123456789abcdef", ""),
+    ),
     "URL-encoded without anything to decode": page(element("a/b.txt"), head=URL_HEAD),
     "percent signs when not URL-encoded": page(element("100%+1")),
     "URL-encoded keys to decode": page(
