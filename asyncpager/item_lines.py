@@ -75,6 +75,7 @@ __all__ = [
     "ObjectLines",
     "ObjectRows",
     "object_csv_rows",
+    "object_row_columns",
     "with_datetimes",
     "object_lines",
     "plain_lines",
