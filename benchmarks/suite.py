@@ -419,14 +419,17 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     log = _logger(args.quiet)
 
-    buckets = [Bucket(ONE_BUCKET, scale.one_bucket_keys, "deep")]
+    # Objects listed with the checksum S3 adds to new ones, on this share.
+    sums = args.checksums
+    buckets = [Bucket(ONE_BUCKET, scale.one_bucket_keys, "deep", checksums=sums)]
     if any(s.id == "s3-directory" for s in scenarios):
-        buckets.append(Bucket(DIRECTORY_BUCKET, scale.one_bucket_keys, "deep"))
+        buckets.append(Bucket(DIRECTORY_BUCKET, scale.one_bucket_keys, "deep", checksums=sums))
     buckets += [
-        Bucket(name, scale.many_bucket_keys, "deep", seed=i) for i, name in enumerate(MANY_BUCKETS)
+        Bucket(name, scale.many_bucket_keys, "deep", seed=i, checksums=sums)
+        for i, name in enumerate(MANY_BUCKETS)
     ]
     buckets += [
-        Bucket(name, keys, "deep")
+        Bucket(name, keys, "deep", checksums=sums)
         for name, keys in zip(MEMORY_BUCKETS, scale.memory_keys, strict=True)
     ]
     rows: list[Row] = []
@@ -604,6 +607,7 @@ def _meta(
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "scale": dataclasses.asdict(scale),
         "latencies_ms": list(args.latency),
+        "s3_checksums": args.checksums,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -678,8 +682,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="only rewrite the reports from a results file"
     )
+    parser.add_argument(
+        "--checksums",
+        type=float,
+        default=0.0,
+        help="the share of S3 objects listed with the checksum S3 adds to new ones (0 to 1)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.checksums <= 1.0:
+        parser.error(f"--checksums is a share of the objects, 0 to 1: {args.checksums}")
     unknown = [s for s in args.only if s not in scenario_ids]
     unknown += [p for p in args.peers if p not in {peer.id for peer in PEERS}]
     if unknown:
