@@ -364,6 +364,8 @@ def make_records(
     )
 
     only_dicts = {dict}
+    # The view a sink reads an S3 page's lines through itself, if any.
+    view = ObjectColumns if object_columns else ObjectRows if object_records else None
     convert: Callable[[Any], Any] | None = None
     if plain_dynamodb:
         from asyncpager.convert import dynamodb_to_json_ready, dynamodb_to_plain
@@ -385,12 +387,9 @@ def make_records(
             prefixes = page.get("CommonPrefixes") if stream.kind == "s3-range" else None
             converted = False
             if isinstance(found, EncodedLines):
-                if object_columns:
+                if view is not None:
                     if not prefixes and not labels and isinstance(found, ObjectLines):
-                        return ObjectColumns(found)
-                elif object_records:
-                    if not prefixes and not labels and isinstance(found, ObjectLines):
-                        return ObjectRows(found)
+                        return view(found)
                 elif not prefixes:
                     # Written as JSON Lines straight from the text that came,
                     # labels (the same for the whole stream) included.

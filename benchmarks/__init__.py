@@ -17,3 +17,14 @@ def compile_asyncpager() -> None:
     import asyncpager
 
     compileall.compile_dir(os.path.dirname(asyncpager.__file__), quiet=1)
+
+
+def checksum_share(text: str) -> float:
+    """An ``argparse`` type: the share (0 to 1) of S3 objects listed with
+    the checksum S3 adds to every new object (``--checksums``)."""
+    import argparse
+
+    share = float(text)
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of the objects, 0 to 1: {text}")
+    return share

@@ -54,7 +54,7 @@ import time
 from typing import Any
 
 from asyncpager.testing import Bucket, LatencyModel, Table, spawn_endpoint
-from benchmarks import compile_asyncpager, machine
+from benchmarks import checksum_share, compile_asyncpager, machine
 
 SERVER_CPU = 0
 
@@ -227,13 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--checksums",
-        type=float,
+        type=checksum_share,
         default=0.0,
         help="the share of S3 objects listed with the checksum S3 adds to new ones (0 to 1)",
     )
     args = parser.parse_args(argv)
-    if not 0.0 <= args.checksums <= 1.0:
-        parser.error(f"--checksums is a share of the objects, 0 to 1: {args.checksums}")
     compile_asyncpager()
     outputs = args.output or ["jsonl"]
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import checksum_share
 from benchmarks.ceilings import ParseCost, ceiling, lower_cost, measure_parse_cost
 from benchmarks.scenarios import (
     DIRECTORY_BUCKET,
@@ -684,14 +685,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--checksums",
-        type=float,
+        type=checksum_share,
         default=0.0,
         help="the share of S3 objects listed with the checksum S3 adds to new ones (0 to 1)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.checksums <= 1.0:
-        parser.error(f"--checksums is a share of the objects, 0 to 1: {args.checksums}")
     unknown = [s for s in args.only if s not in scenario_ids]
     unknown += [p for p in args.peers if p not in {peer.id for peer in PEERS}]
     if unknown:

@@ -63,7 +63,6 @@ import contextlib
 import datetime as _dt
 import importlib
 import io
-import json
 import os
 import shutil
 from binascii import b2a_base64
@@ -82,7 +81,7 @@ from asyncpager.convert import (
     to_jsonable,
 )
 from asyncpager.errors import ConfigurationError
-from asyncpager.item_lines import ObjectColumns
+from asyncpager.item_lines import ObjectColumns, ObjectLines, object_row_columns
 from asyncpager.sinks._base import (
     FILE_MODE,
     STATE_VERSION,
@@ -310,12 +309,6 @@ _OBJECT_KINDS = {
 
 #: The one member of the usual shape that is a list.
 _ALGORITHMS = "ChecksumAlgorithm"
-#: The members an object may have when the page's first has not, and how
-#: each is written in a line (a key's quotes are escaped in it).
-_LATER_MEMBERS = (
-    (_ALGORITHMS, b',"ChecksumAlgorithm":['),
-    ("ChecksumType", b',"ChecksumType":"'),
-)
 
 
 # -- DynamoDB items as sent ------------------------------------------------------
@@ -813,9 +806,8 @@ class ParquetSink:
         the columns their records would make (the members of the usual
         shape, in the kinds they take); any other page, or one pyarrow
         refuses, as its records."""
-        lines = objects.lines.lines
         count = len(objects)
-        table = None if self._fixed else self._read_lines(lines, count)
+        table = None if self._fixed else self._read_lines(objects.lines, count)
         if table is None:
             self._take(objects.records())
             return
@@ -830,18 +822,15 @@ class ParquetSink:
         self._extras.extend([None] * count)
         self._buffered += count
 
-    def _read_lines(self, lines: bytes, count: int) -> Any:
-        """The table pyarrow reads of ``lines``, or ``None`` where it would
-        not be what the records make."""
-        end = lines.find(b"\n")
-        if end < 0:
+    def _read_lines(self, objects: ObjectLines, count: int) -> Any:
+        """The table pyarrow reads of the objects' lines, or ``None`` where
+        it would not be what the records make."""
+        lines = objects.lines
+        if not lines:
             return None
-        names = list(json.loads(lines[:end]))
-        # Objects with and without a checksum on one page: the records'
-        # columns are the first's members, then those that come later.
-        for name, marker in _LATER_MEMBERS:
-            if name not in names and marker in lines:
-                names.append(name)
+        # The records' columns: the first object's members, then those that
+        # come later (a checksum some objects have), as the CSV sink's.
+        names = list(object_row_columns(objects))
         for name in names:
             kind = _OBJECT_KINDS.get(name)
             if (
