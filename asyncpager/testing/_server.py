@@ -427,7 +427,13 @@ class HttpServer:
             return
         if chunked:
             body = _chunks(body)
-        transport.writelines((head_bytes, body))
+        if body:
+            transport.writelines((head_bytes, body))
+        else:
+            # writelines with an empty part (a HEAD answer's body) leaves
+            # it queued for good in Python 3.12.1 and 3.13.0: the transport
+            # never drains, and a connection the client closes stays open.
+            transport.write(head_bytes)
         self._spent(started, len(head_bytes) + len(body))
         conn.done(keep_alive, deferred)
 
