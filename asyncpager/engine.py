@@ -488,14 +488,14 @@ class Fetcher:
     def _freezes(self) -> bool:
         if self.freeze_pages is not None:
             return self.freeze_pages
-        from asyncpager.parsers._install import freezing
+        from asyncpager.parsers._install import freezing, heap_frozen
 
         # On by default, unless the process keeps frozen objects of its own
         # (a server that froze its heap before forking, to share it copy on
         # write: the freezer's full collections unfreeze everything) or runs
         # with its collector off. A freezer already on (another fetcher's)
         # is held too, so that it stays on while this one runs.
-        return freezing() or (gc.isenabled() and gc.get_freeze_count() == 0)
+        return freezing() or (gc.isenabled() and not heap_frozen())
 
     async def __aenter__(self) -> Fetcher:
         if self._entered:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +22,17 @@ _MODEL = botocore.session.get_session().get_service_model("dynamodb")
 _SHAPE = _MODEL.operation_model("Scan").output_shape
 
 
+#: What a full collection leaves frozen with nothing else frozen: the
+#: interpreter's own (375 objects on Python 3.12, none on 3.11 or 3.13).
+RESIDUE = 0
+
+
 @pytest.fixture(autouse=True)
 def clean_collector() -> Iterator[None]:
+    global RESIDUE
+    gc.unfreeze()
+    gc.collect()
+    RESIDUE = gc.get_freeze_count()
     gc.unfreeze()
     yield
     freeze_pages(None)
@@ -78,7 +89,7 @@ def check_freezing() -> None:
     assert alive() is not None, "frozen with the page"
     assert page["Items"][0]["pk"] == {"S": "k0"}
     parse(20_000)  # the second: everything unfrozen and collected
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == RESIDUE
     assert alive() is None
 
 
@@ -104,7 +115,7 @@ def test_the_full_collection_waits_for_its_share_of_the_cpu() -> None:
         now[0] = 10 * install_module.FIRST_COST_PER_OBJECT * (frozen + 200_000)
         parse(20_000)
         parse(20_000)
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() == RESIDUE
         assert alive() is None
         # The collection took no time on this clock: the next one is due
         # after every=2 parses again, whatever is frozen by then.
@@ -114,7 +125,7 @@ def test_the_full_collection_waits_for_its_share_of_the_cpu() -> None:
         parse(20_000)
         assert gc.get_freeze_count() > 0
         parse(20_000)
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() == RESIDUE
     finally:
         gc.set_threshold(*thresholds)
 
@@ -153,14 +164,15 @@ def test_small_pages_are_left_to_the_collector_once_the_heap_is_frozen() -> None
 def test_off_by_default_and_turned_off_with_none() -> None:
     assert install_module._freezer is None
     parse(20_000)
-    assert gc.get_freeze_count() == 0
+    # (A collection may run meanwhile: the interpreter's residue, at most.)
+    assert gc.get_freeze_count() <= RESIDUE
     freeze_pages(every=64)
     parse(20_000)
-    assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() > RESIDUE
     freeze_pages(None)
     assert gc.get_freeze_count() == 0
     parse(20_000)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() <= RESIDUE
 
 
 @pytest.mark.parametrize("every", [0, -1])
@@ -215,7 +227,7 @@ async def test_a_fetcher_freezes_pages_while_open_and_lets_go_when_cancelled() -
             assert items == 6_000
             assert frozen_seen
         assert install_module._freezer is None
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() <= RESIDUE
     # Cancelled mid-request: the hold is let go all the same.
     with LocalEndpoint(tables=[Table("frozen", 10)], latency=slow_last) as ep:
         with anyio.move_on_after(0.5) as scope:
@@ -225,7 +237,7 @@ async def test_a_fetcher_freezes_pages_while_open_and_lets_go_when_cancelled() -
                     pass
         assert scope.cancelled_caught
         assert install_module._freezer is None
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() <= RESIDUE
     async with Fetcher(freeze_pages=False) as f:
         assert install_module._freezer is None
 
@@ -234,6 +246,10 @@ async def test_a_fetcher_freezes_pages_while_open_and_lets_go_when_cancelled() -
 async def test_a_fetcher_freezes_by_default_unless_the_process_froze_objects_itself() -> None:
     from asyncpager import Fetcher
 
+    # What the interpreter itself leaves frozen after a full collection
+    # (Python 3.12) is not the process's own doing: the freezer goes on.
+    gc.collect()
+    assert gc.get_freeze_count() == RESIDUE
     async with Fetcher():
         assert install_module._freezer is not None
         # A second fetcher holds the freezer the first turned on.
@@ -258,3 +274,16 @@ async def test_a_fetcher_freezes_by_default_unless_the_process_froze_objects_its
             assert install_module._freezer is None
     finally:
         gc.enable()
+
+
+def test_a_frozen_heap_is_told_from_the_interpreters_residue() -> None:
+    """The line between the two: what the interpreter leaves frozen is under
+    it; a bare interpreter that froze its own objects is over it."""
+    assert RESIDUE <= install_module.INTERPRETER_FROZEN
+    frozen = subprocess.run(
+        [sys.executable, "-S", "-c", "import gc; gc.freeze(); print(gc.get_freeze_count())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert int(frozen) > install_module.INTERPRETER_FROZEN

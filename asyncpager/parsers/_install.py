@@ -388,6 +388,19 @@ def freezing() -> bool:
     return _freezer is not None
 
 
+#: Objects the interpreter keeps frozen of its own accord: none on Python
+#: 3.11 and 3.13, but 3.12 (3.12.1 measured) leaves 375 in the permanent
+#: generation after every full collection, from its start on. A process
+#: that froze its heap froze thousands: a bare interpreter's own objects
+#: alone are 4,000 to 11,000.
+INTERPRETER_FROZEN = 1_000
+
+
+def heap_frozen() -> bool:
+    """Whether the process froze objects of its own (``gc.freeze()``)."""
+    return gc.get_freeze_count() > INTERPRETER_FROZEN
+
+
 def hold_frozen_pages() -> Callable[[], None]:
     """:func:`freeze_pages` with its defaults until the returned function is
     called, unless it was on already (the command line's): then it stays as
