@@ -149,8 +149,9 @@ def test_small_pages_are_left_to_the_collector_once_the_heap_is_frozen() -> None
         for _ in range(3):
             parse(10)
         # Later small pages freeze nothing more: what they leave, and the
-        # garbage made since, is the collector's.
-        assert gc.get_freeze_count() == frozen
+        # garbage made since, is the collector's. (Reference counting still
+        # frees frozen objects: the count may drop.)
+        assert gc.get_freeze_count() <= frozen
         gc.collect()
         assert alive_later() is None
         assert alive_earlier() is not None
