@@ -74,24 +74,27 @@ def _context() -> Any:
     context = multiprocessing.get_context("forkserver")
     # One fork server per program; a program that set its own list keeps
     # it, ours added (the list is read when the server starts).
-    from multiprocessing import forkserver
-
-    wanted = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
+    wanted = list(getattr(_fork_server(), "_preload_modules", ["__main__"]))
     context.set_forkserver_preload(wanted + [m for m in PRELOAD if m not in wanted])
     return context
 
 
-def _server_pid() -> int | None:
+def _fork_server() -> Any:
+    """multiprocessing's one ForkServer (private, as what is read of it
+    below: each read has a default, so a Python that renames any of it
+    loses only the preloaded modules or the early stop, not the workers)."""
     from multiprocessing import forkserver
 
-    pid: int | None = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return getattr(forkserver, "_forkserver", None)
+
+
+def _server_pid() -> int | None:
+    pid: int | None = getattr(_fork_server(), "_forkserver_pid", None)
     return pid
 
 
 def _stop_server() -> None:
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)
+    stop = getattr(_fork_server(), "_stop", None)
     if stop is not None:
         with contextlib.suppress(Exception):
             stop()
