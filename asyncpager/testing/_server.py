@@ -2,8 +2,9 @@
 
 A framework costs more per request than the answers themselves, so requests
 are parsed by hand (request line, headers, Content-Length body) and answers
-written with one ``writelines``. One request is served at a time per
-connection, as botocore never pipelines; a pipelined request simply waits.
+written with one ``writelines`` (one ``write`` without a body). One request
+is served at a time per connection, as botocore never pipelines; a
+pipelined request simply waits.
 
 Which service a request is for comes from the SigV4 credential scope in its
 Authorization header (``Credential=AKID/20260101/eu-west-1/ec2/aws4_request``),
