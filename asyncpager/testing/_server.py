@@ -385,7 +385,9 @@ class HttpServer:
 
     def _send(self, conn: _Connection, plan: Plan, keep_alive: bool, deferred: bool) -> None:
         transport = conn.transport
-        if conn.closed or transport is None:
+        # Closing (the client went away while the answer waited): in Python
+        # 3.12.1 and 3.13.0 writelines on a closed transport raises TypeError.
+        if conn.closed or transport is None or transport.is_closing():
             return
         started = time.thread_time()
         reply = plan.reply
