@@ -43,6 +43,11 @@ KeyShape = Literal["flat", "deep", "hot", "unicode", "hive"]
     keys made of awkward pieces: space, ``%41``, ``+``, ``&<>``, quotes, ``~``,
     accented letters, CJK, halfwidth katakana (U+FF71) and an emoji (U+1F600),
     which sort differently in UTF-8 and UTF-16.
+``hive``
+    a data lake's table partitioned by day and hour in Hive's ``name=value``
+    folders (``events/dt=2023-01-01/hour=07/part-00042-5f3a9c1e.c000.snappy.parquet``),
+    10 to 100 files an hour: listed URL-encoded, as botocore asks, every key
+    holds ``%3D``.
 """
 
 ItemShape = Literal["small", "mixed", "large"]
