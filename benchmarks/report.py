@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "update_readme", "write_chart", "write_results"]
+__all__ = ["markdown", "memory_peaks", "update_readme", "write_chart", "write_results"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ASYNCPAGER = ("asyncpager", "asyncpager-botocore", "asyncpager-cli")
@@ -56,6 +57,27 @@ def _best_peer(case: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 def _ours(case: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return next((r for r in case if r["peer"] == "asyncpager" and r["status"] == "ok"), None)
+
+
+def memory_peaks(rows: Iterable[Mapping[str, Any]]) -> list[tuple[int, dict[str, float]]]:
+    """Per listing size, smallest first: the median, lowest and highest peak
+    RSS (MiB) of its successful runs, and how many there were."""
+    by_size: dict[int, list[float]] = {}
+    for row in rows:
+        if row["status"] == "ok" and row["peak_rss_mib"]:
+            by_size.setdefault(int(row["expected"]), []).append(float(row["peak_rss_mib"]))
+    return [
+        (
+            size,
+            {
+                "median": statistics.median(peaks),
+                "low": min(peaks),
+                "high": max(peaks),
+                "runs": len(peaks),
+            },
+        )
+        for size, peaks in sorted(by_size.items())
+    ]
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -141,20 +163,26 @@ def markdown(results: Mapping[str, Any]) -> str:
     if results["memory"]:
         out.append("### Memory: peak RSS against listing size, same queue size")
         out.append("")
-        out.append("| keys | peer | peak RSS MiB | items/s | wall s | |")
-        out.append("|---:|---|---:|---:|---:|---|")
+        out.append("| keys | round | peer | peak RSS MiB | items/s | wall s | |")
+        out.append("|---:|---:|---|---:|---:|---:|---|")
         out.extend(
-            f"| {row['expected']:,} | {row['label']} | {_num(row['peak_rss_mib'], 1)} "
-            f"| {_num(row['items_per_second'])} | {_num(row['wall'], 2)} | {_status(row)} |"
-            for row in results["memory"]
+            f"| {row['expected']:,} | {row.get('details', {}).get('round', 1)} | {row['label']} "
+            f"| {_num(row['peak_rss_mib'], 1)} | {_num(row['items_per_second'])} "
+            f"| {_num(row['wall'], 2)} | {_status(row)} |"
+            for row in sorted(results["memory"], key=lambda r: r["expected"])
         )
-        small, large = results["memory"][0], results["memory"][-1]
-        if small["peak_rss_mib"] and large is not small:
-            growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
+        peaks = memory_peaks(results["memory"])
+        if len(peaks) >= 2:
+            (small, low), (large, high) = peaks[0], peaks[-1]
+            growth = high["median"] / low["median"] - 1
+            rounds = f"medians of {low['runs']} and {high['runs']} runs"
             out.append("")
             out.append(
-                f"Peak RSS at {large['expected']:,} keys is {growth:+.1%} against "
-                f"{small['expected']:,} keys (target: within +10%)."
+                f"Peak RSS at {large:,} keys is {growth:+.1%} against {small:,} keys "
+                f"({rounds}: {_num(low['median'], 1)} MiB, of "
+                f"{_num(low['low'], 1)}-{_num(low['high'], 1)}, against "
+                f"{_num(high['median'], 1)} MiB, of {_num(high['low'], 1)}-"
+                f"{_num(high['high'], 1)}; target: within +10%)."
             )
         out.append("")
     notes = [
@@ -238,13 +266,19 @@ def write_chart(results: Mapping[str, Any], path: Path) -> bool:
     spare = [axes[i // columns][i % columns] for i in range(len(scenarios), lines * columns)]
     if spare and results["memory"]:
         ax = spare.pop(0)
-        memory = [r for r in results["memory"] if r["status"] == "ok"]
+        peaks = memory_peaks(results["memory"])
+        medians = [p["median"] for _, p in peaks]
         ax.bar(
-            [f"{r['expected']:,} keys" for r in memory],
-            [r["peak_rss_mib"] for r in memory],
+            [f"{size:,} keys" for size, _ in peaks],
+            medians,
+            yerr=[
+                [m - p["low"] for m, (_, p) in zip(medians, peaks, strict=True)],
+                [p["high"] - m for m, (_, p) in zip(medians, peaks, strict=True)],
+            ],
+            capsize=4,
             color=color.get("asyncpager", "tab:purple"),
         )
-        ax.set_title("asyncpager peak RSS, same queue size", fontsize=9)
+        ax.set_title("asyncpager peak RSS (median, range), same queue size", fontsize=9)
         ax.set_ylabel("MiB")
         ax.grid(axis="y", alpha=0.3)
     for ax in spare:
