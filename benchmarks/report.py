@@ -95,13 +95,14 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"DynamoDB segments {meta['dynamodb_segments'] or '—'})."
     )
     out.append("")
-    out.append("### Summary: asyncpager against the fastest peer")
-    out.append("")
-    out.append(
-        "| scenario | latency | asyncpager items/s | vs boto3 | % of ceiling | ceiling (limit) "
-        "| its CPU ms / request | fastest peer | its items/s |"
-    )
-    out.append("|---|---:|---:|---:|---:|---|---:|---|---:|")
+    if results["scenarios"]:
+        out.append("### Summary: asyncpager against the fastest peer")
+        out.append("")
+        out.append(
+            "| scenario | latency | asyncpager items/s | vs boto3 | % of ceiling | ceiling (limit) "
+            "| its CPU ms / request | fastest peer | its items/s |"
+        )
+        out.append("|---|---:|---:|---:|---:|---|---:|---|---:|")
     for scenario in results["scenarios"]:
         for latency in meta["latencies_ms"]:
             case = [r for r in _rows(results, scenario["id"]) if r["latency_ms"] == latency]
@@ -123,7 +124,8 @@ def markdown(results: Mapping[str, Any]) -> str:
             else:
                 line += f"| {best['label']} | {_num(best['items_per_second'])} |"
             out.append(line)
-    out.append("")
+    if results["scenarios"]:
+        out.append("")
     for scenario in results["scenarios"]:
         parse = results["parse"][scenario["id"]]
         fast = (
@@ -284,12 +286,13 @@ def write_chart(results: Mapping[str, Any], path: Path) -> bool:
     for ax in spare:
         ax.axis("off")
     handles = [Patch(color=color[peer], label=labels[peer]) for peer in peers]
-    figure.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
-    figure.suptitle(
-        "items per second by latency per request (dashed: ceiling of asyncpager's default "
-        "configuration)",
-        fontsize=10,
-    )
+    if handles:  # none in a run of the memory sizes alone
+        figure.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
+        figure.suptitle(
+            "items per second by latency per request (dashed: ceiling of asyncpager's default "
+            "configuration)",
+            fontsize=10,
+        )
     figure.tight_layout(rect=(0, 0.1, 1, 0.96))
     figure.savefig(path, dpi=110)
     plt.close(figure)

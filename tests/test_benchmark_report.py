@@ -70,3 +70,12 @@ def test_a_results_file_of_one_run_per_size_still_renders() -> None:
         del row["details"]
     text = markdown(_results(rows))
     assert "is +5.0% against 10 keys (medians of 1 and 1 runs" in text
+
+
+def test_a_run_of_the_memory_sizes_alone_has_no_summary_of_scenarios() -> None:
+    results = _results([_row(10, 80.0, 1), _row(100, 84.0, 1)])
+    results.update(scenarios=[], rows=[], parse={})
+    text = markdown(results)
+    assert "### Summary" not in text
+    assert "\n\n\n" not in text
+    assert text.index("Measured") < text.index("### Memory")
