@@ -370,7 +370,10 @@ def test_metadata_fields(ep: LocalEndpoint) -> None:
         }
         assert obj["LastModified"].year >= 2024
         assert obj["LastModified"].utcoffset().total_seconds() == 0
+        # S3 keeps whole seconds and sends them as ".000Z".
+        assert obj["LastModified"].microsecond == 0
         assert "Owner" not in obj
+    assert len({obj["LastModified"] for obj in page["Contents"]}) > 40
     owned = s3.list_objects_v2(Bucket="flat", MaxKeys=2, FetchOwner=True)
     assert owned["Contents"][0]["Owner"]["DisplayName"] == "asyncpager"
     again = s3.list_objects_v2(Bucket="flat", MaxKeys=50)
@@ -710,6 +713,7 @@ def test_ec2_pages_per_region(ep: LocalEndpoint) -> None:
     assert first["Placement"]["AvailabilityZone"].startswith("eu-west-1")
     assert first["State"]["Name"] in {"running", "stopped", "pending"}
     assert {"Key": "Name", "Value": "node-0"} in first["Tags"]
+    assert first["LaunchTime"].microsecond == 0  # EC2 keeps whole seconds too
     whole = make_client(ep.url, "ec2").describe_instances()
     assert sum(len(r["Instances"]) for r in whole["Reservations"]) == 37
     assert "NextToken" not in whole

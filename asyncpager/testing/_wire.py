@@ -142,9 +142,11 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def iso_ms(seconds: float) -> str:
-    """``2024-05-01T12:00:00.123Z``: S3's LastModified."""
-    moment = _EPOCH + datetime.timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``2024-05-01T12:00:00.000Z``: S3's LastModified and CreationDate,
+    EC2's LaunchTime. The format has milliseconds, but these services keep
+    whole seconds: the fraction is always ``.000``."""
+    moment = _EPOCH + datetime.timedelta(seconds=int(seconds))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def iso_s(seconds: float) -> str:
